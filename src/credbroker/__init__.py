@@ -1,0 +1,3 @@
+"""credbroker: scoped, expiring object-store keys for Confluence automations."""
+
+__version__ = "0.1.0"

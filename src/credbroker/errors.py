@@ -1,0 +1,122 @@
+"""One error tree. Every error carries a stable machine code and the HTTP status it maps to.
+
+Messages are written for the caller and never contain a secret: adapters build them from
+status codes and identifiers, never from upstream bodies that might echo credentials.
+"""
+
+from __future__ import annotations
+
+
+class CredbrokerError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+# --- caller-facing request errors -------------------------------------------------------------
+
+
+class InvalidRequest(CredbrokerError):
+    """Malformed or hostile input. Refused, never silently cleaned."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class Unauthenticated(CredbrokerError):
+    code = "unauthenticated"
+    status = 401
+
+
+class NotAllowed(CredbrokerError):
+    """Authenticated, but the client may not have this space, access level or TTL."""
+
+    code = "forbidden"
+    status = 403
+
+
+class ConfigError(CredbrokerError):
+    code = "config_error"
+    status = 500
+
+
+# --- outside systems --------------------------------------------------------------------------
+
+
+class UpstreamError(CredbrokerError):
+    """An outside system failed. `upstream` names which one, for logs and metrics."""
+
+    code = "upstream_error"
+    status = 502
+    upstream = "unknown"
+
+    def __init__(self, message: str, *, upstream: str | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        if upstream is not None:
+            self.upstream = upstream
+
+
+class SecretStoreError(UpstreamError):
+    upstream = "secret_store"
+
+
+class SecretStoreUnavailable(SecretStoreError):
+    """Unreachable, sealed, timing out, 5xx: the store may come back by itself."""
+
+    code = "vault_unavailable"
+    status = 503
+
+
+class SecretStorePermissionDenied(SecretStoreError):
+    """The store answered and refused (403). A configuration error, not an outage."""
+
+    code = "vault_permission_denied"
+    status = 502
+
+
+class SecretNotFound(SecretStoreError):
+    code = "secret_not_found"
+    status = 502
+
+
+class CasMismatch(SecretStoreError):
+    """Check-and-set failed: someone else wrote a newer version first."""
+
+    code = "cas_mismatch"
+    status = 409
+
+
+class SecretStoreReadOnly(SecretStoreError):
+    """The store cannot be written by the broker (CyberArk CCP: CyberArk rotates)."""
+
+    code = "secret_store_read_only"
+    status = 409
+
+
+class ObjectStoreError(UpstreamError):
+    upstream = "object_store"
+
+
+class ObjectStoreUnavailable(ObjectStoreError):
+    code = "object_store_unavailable"
+    status = 503
+
+
+class ObjectStoreRejected(ObjectStoreError):
+    """The object store answered and refused (bad parent key, policy rejected, ...)."""
+
+    code = "object_store_rejected"
+    status = 502
+
+    def __init__(self, message: str, *, aws_code: str = "", upstream: str | None = None):
+        super().__init__(message, upstream=upstream)
+        self.aws_code = aws_code
+
+    @property
+    def bad_credentials(self) -> bool:
+        return self.aws_code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"}
