@@ -119,4 +119,8 @@ class ObjectStoreRejected(ObjectStoreError):
 
     @property
     def bad_credentials(self) -> bool:
-        return self.aws_code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"}
+        return self.aws_code in {
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "InvalidClientTokenId",
+        }

@@ -1,0 +1,1 @@
+"""Audit sinks: one record per decision, never a secret."""

@@ -1,0 +1,1 @@
+"""Caller authentication adapters: who is asking for a key."""

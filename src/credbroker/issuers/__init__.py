@@ -1,0 +1,1 @@
+"""Object-store issuers: mint temporary credentials and presigned URLs."""

@@ -1,0 +1,192 @@
+"""STS AssumeRole against MinIO or Ceph RGW, signed by botocore, sent by aiohttp.
+
+Why not a botocore/aiobotocore client: the parent credentials come from the secret store on
+every call and change on rotation, and building a client per credential costs milliseconds.
+botocore's SigV4 signer over one shared aiohttp connection pool costs microseconds, and the
+XML is parsed here with defusedxml (which also copes with RGW's nanosecond timestamps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode, urlsplit
+
+import aiohttp
+from botocore.auth import S3SigV4QueryAuth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from defusedxml import ElementTree
+
+from credbroker.domain import ServiceCredentials, TemporaryCredentials
+from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
+
+log = logging.getLogger("credbroker.issuers.sts")
+
+_STS_VERSION: Final = "2011-06-15"
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+class StsIssuer:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        region: str,
+        role_arn: str | None,
+        public_endpoint: str | None = None,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        timeout_seconds: float = 5.0,
+        max_connections: int = 64,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.public_endpoint = (public_endpoint or endpoint).rstrip("/")
+        self.region = region
+        self._role_arn = role_arn
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        ssl_context: ssl.SSLContext | bool = True
+        if ca_file:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+        elif not verify_tls:
+            ssl_context = False
+        self._ssl = ssl_context
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def assume_role(
+        self,
+        parent: ServiceCredentials,
+        *,
+        policy: str,
+        duration_seconds: int,
+        session_name: str,
+    ) -> TemporaryCredentials:
+        """POST / Action=AssumeRole (AWS STS query API, as MinIO and RGW implement it)."""
+        params: dict[str, str | int] = {
+            "Action": "AssumeRole",
+            "Version": _STS_VERSION,
+            "DurationSeconds": duration_seconds,
+            "Policy": policy,
+            "RoleSessionName": session_name,
+        }
+        if self._role_arn:
+            params["RoleArn"] = self._role_arn
+        # %20, never '+': RGW 16 mis-parses '+' inside a session policy.
+        body = urlencode(params, quote_via=quote).encode()
+        request = AWSRequest(
+            method="POST",
+            url=self.endpoint + "/",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
+        SigV4Auth(
+            Credentials(parent.access_key_id, parent.secret_access_key), "sts", self.region
+        ).add_auth(request)
+        try:
+            async with self._http().post(
+                request.url, data=body, headers=dict(request.headers.items())
+            ) as response:
+                status, payload = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("STS AssumeRole failed to reach %s: %s", self.endpoint, type(exc).__name__)
+            raise ObjectStoreUnavailable(
+                f"object store STS endpoint unreachable ({type(exc).__name__})"
+            ) from None
+        if status != 200:
+            raise _error_from(status, payload)
+        return _parse_assume_role(payload)
+
+    def presign(
+        self,
+        credentials: TemporaryCredentials,
+        *,
+        bucket: str,
+        key: str,
+        method: str,
+        expires_in: int,
+    ) -> str:
+        """A path-style SigV4 query-signed URL (works for MinIO and RGW on plain addresses)."""
+        url = f"{self.public_endpoint}/{bucket}/{quote(key, safe='/~')}"
+        request = AWSRequest(method=method, url=url)
+        signer_credentials = Credentials(
+            credentials.access_key_id, credentials.secret_access_key, credentials.session_token
+        )
+        S3SigV4QueryAuth(signer_credentials, "s3", self.region, expires=expires_in).add_auth(
+            request
+        )
+        return str(request.url)
+
+    async def check(self) -> None:
+        """Any HTTP answer from the endpoint proves it is reachable."""
+        try:
+            async with self._http().get(self.endpoint + "/") as response:
+                await response.read()
+                if response.status >= 500:
+                    raise ObjectStoreUnavailable(f"object store answered {response.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ObjectStoreUnavailable(
+                f"object store unreachable ({type(exc).__name__})"
+            ) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            # Let the connector's transports close before the loop goes away.
+            await asyncio.sleep(0)
+
+
+def _text(root: Any, name: str) -> str:
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == name and element.text:
+            return str(element.text).strip()
+    return ""
+
+
+def _error_from(status: int, payload: bytes) -> ObjectStoreRejected | ObjectStoreUnavailable:
+    try:
+        root = ElementTree.fromstring(payload)
+        code = _text(root, "Code")
+    except Exception:  # an HTML error page from a proxy, say: the status is what counts
+        code = ""
+    log.warning("STS AssumeRole answered %s %s", status, code or "(no code)")
+    if status >= 500 or status == 429 or code in {"Throttling", "ServiceUnavailable"}:
+        return ObjectStoreUnavailable(f"object store STS answered {status} {code}".rstrip())
+    return ObjectStoreRejected(
+        f"object store STS refused the request: {status} {code}".rstrip(), aws_code=code
+    )
+
+
+def parse_timestamp(value: str) -> datetime:
+    """ISO-8601 with any number of fraction digits (RGW sends nanoseconds)."""
+    value = value.strip().replace("Z", "+00:00")
+    value = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], value, count=1)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _parse_assume_role(payload: bytes) -> TemporaryCredentials:
+    try:
+        root = ElementTree.fromstring(payload)
+        access_key, secret_key = _text(root, "AccessKeyId"), _text(root, "SecretAccessKey")
+        token, expiration = _text(root, "SessionToken"), _text(root, "Expiration")
+        if not (access_key and secret_key and token and expiration):
+            raise ValueError("incomplete credentials")
+        return TemporaryCredentials(access_key, secret_key, token, parse_timestamp(expiration))
+    except Exception:
+        raise ObjectStoreRejected("object store STS answered with an unreadable body") from None
+
+
+def endpoint_host(endpoint: str) -> str:
+    return urlsplit(endpoint).netloc

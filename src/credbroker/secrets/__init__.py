@@ -1,0 +1,1 @@
+"""Secret store adapters: Vault KV v2, CyberArk CCP, and the embedded sealed file."""

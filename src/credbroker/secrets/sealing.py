@@ -1,0 +1,97 @@
+"""AES-256-GCM sealing of small files, shared by the embedded store and the fallback cache.
+
+A sealed file is JSON: {"format", "nonce", "ciphertext"} with base64 values. The associated
+data binds the ciphertext to its purpose, so one sealed file cannot be swapped for another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from credbroker.errors import ConfigError
+
+KEY_BYTES = 32
+_NONCE_BYTES = 12
+
+
+class SealError(ConfigError):
+    code = "seal_error"
+
+
+def load_key(*, env_var: str | None = None, key_file: Path | None = None) -> bytes:
+    """A 256-bit key, base64 in an environment variable or a key file (env wins)."""
+    encoded: str | None = None
+    source = ""
+    if env_var and os.environ.get(env_var):
+        encoded, source = os.environ[env_var], f"environment variable {env_var}"
+    elif key_file is not None:
+        source = f"key file {key_file}"
+        try:
+            encoded = key_file.read_text().strip()
+        except OSError as exc:
+            raise SealError(f"cannot read {source}: {exc.strerror}") from None
+    if not encoded:
+        raise SealError(
+            f"no sealing key: set {env_var or 'a key environment variable'} or a key file"
+        )
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise SealError(f"sealing key in {source} is not base64") from None
+    if len(key) != KEY_BYTES:
+        raise SealError(f"sealing key in {source} must be {KEY_BYTES} bytes, base64-encoded")
+    return key
+
+
+def new_key() -> str:
+    return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
+
+
+def seal(key: bytes, plaintext: bytes, *, purpose: str) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    ciphertext = AESGCM(key).encrypt(nonce, plaintext, purpose.encode())
+    envelope = {
+        "format": f"credbroker-sealed-v1/{purpose}",
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+    return json.dumps(envelope).encode()
+
+
+def unseal(key: bytes, sealed: bytes, *, purpose: str) -> bytes:
+    try:
+        envelope = json.loads(sealed)
+        if envelope["format"] != f"credbroker-sealed-v1/{purpose}":
+            raise SealError(f"sealed file is not a {purpose} file")
+        nonce = base64.b64decode(envelope["nonce"])
+        ciphertext = base64.b64decode(envelope["ciphertext"])
+        return AESGCM(key).decrypt(nonce, ciphertext, purpose.encode())
+    except InvalidTag:
+        raise SealError(f"cannot unseal the {purpose} file: wrong key or tampered file") from None
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise SealError(f"the {purpose} file is not a sealed credbroker file") from None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, then rename: a crash leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,249 @@
+"""The vend path, top to bottom: authorize -> scope -> policy -> parent key -> issue -> audit.
+
+Callers are authenticated before they get here (the web layer owns headers). Everything the
+request says is validated on the way to the policy; nothing is cleaned up silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from credbroker.credentials import CredentialSource
+from credbroker.domain import Access, Client, Scope, TemporaryCredentials
+from credbroker.errors import InvalidRequest, NotAllowed, ObjectStoreRejected
+from credbroker.observability import Metrics
+from credbroker.policy import (
+    MAX_KEY_CHARS,
+    narrow_prefix,
+    render_policy,
+    session_policy,
+    validate_object_key,
+)
+from credbroker.ports import AuditSink, Issuer
+
+log = logging.getLogger("credbroker.vend")
+
+PRESIGN_MIN_TTL = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceTarget:
+    bucket: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class TtlLimits:
+    min_seconds: int
+    default_seconds: int
+    max_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class VendRequest:
+    space: str
+    access: Access
+    ttl_seconds: int | None = None
+    prefix: str | None = None
+    reason: str | None = None
+    rule: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresignRequest:
+    space: str
+    key: str
+    method: str
+    ttl_seconds: int | None = None
+    reason: str | None = None
+    rule: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Vended:
+    credentials: TemporaryCredentials
+    scope: Scope
+    lease_id: str
+    endpoint: str
+    region: str
+    mode: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Presigned:
+    url: str
+    expires_at: datetime
+    scope: Scope
+    key: str
+    method: str
+    lease_id: str
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        spaces: Mapping[str, SpaceTarget],
+        ttl: TtlLimits,
+        credentials: CredentialSource,
+        issuer: Issuer,
+        audit: AuditSink,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._spaces = spaces
+        self._ttl = ttl
+        self._credentials = credentials
+        self._issuer = issuer
+        self._audit = audit
+        self._metrics = metrics
+        self._clock = clock
+
+    async def vend(self, client: Client, request: VendRequest) -> Vended:
+        scope = self._authorize(client, request.space, request.access, request.prefix)
+        ttl = self._clamp_ttl(client, request.ttl_seconds)
+        policy = render_policy(session_policy(scope))
+        lease_id = _new_lease_id()
+        credentials = await self._issue(policy, ttl, lease_id)
+        await self._record(
+            "vend",
+            client,
+            lease_id,
+            scope,
+            ttl,
+            request.reason,
+            request.rule,
+            request.actor,
+            expires=credentials.expiration,
+        )
+        return Vended(
+            credentials=credentials,
+            scope=scope,
+            lease_id=lease_id,
+            endpoint=getattr(self._issuer, "public_endpoint", self._issuer.endpoint),
+            region=self._issuer.region,
+        )
+
+    async def presign(self, client: Client, request: PresignRequest) -> Presigned:
+        method = request.method.upper()
+        if method not in ("GET", "PUT"):
+            raise InvalidRequest("method must be GET or PUT", code="invalid_method")
+        access = Access.WRITE if method == "PUT" else Access.READ
+        scope = self._authorize(client, request.space, access, None)
+        key = validate_object_key(request.key)
+        if len(scope.prefix) + len(key) > MAX_KEY_CHARS:
+            raise InvalidRequest(f"object key longer than {MAX_KEY_CHARS}", code="invalid_key")
+        expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
+        # The URL is signed by a temporary key that can reach this one object only, so a
+        # leaked or tampered link is worth nothing more, and rotation never breaks it.
+        policy = render_policy(session_policy(scope, object_key=key))
+        lease_id = _new_lease_id()
+        sts_ttl = max(self._ttl.min_seconds, expires_in)
+        credentials = await self._issue(policy, sts_ttl, lease_id)
+        url = self._issuer.presign(
+            credentials,
+            bucket=scope.bucket,
+            key=scope.prefix + key,
+            method=method,
+            expires_in=expires_in,
+        )
+        expires_at = self._clock() + timedelta(seconds=expires_in)
+        await self._record(
+            "presign",
+            client,
+            lease_id,
+            scope,
+            expires_in,
+            request.reason,
+            request.rule,
+            request.actor,
+            expires=expires_at,
+            extra={"key": scope.prefix + key, "method": method},
+        )
+        return Presigned(url, expires_at, scope, scope.prefix + key, method, lease_id)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _authorize(self, client: Client, space: str, access: Access, prefix: str | None) -> Scope:
+        target = self._spaces.get(space)
+        # One answer for "unknown" and "not yours": a client learns nothing about other spaces.
+        if target is None or space not in client.spaces:
+            raise NotAllowed(f"client {client.id} may not use space {space}", code="space_denied")
+        if not client.max_access.allows(access):
+            raise NotAllowed(
+                f"client {client.id} may not have {access.value} access", code="access_denied"
+            )
+        return Scope(
+            bucket=target.bucket, prefix=narrow_prefix(target.prefix, prefix), access=access
+        )
+
+    def _clamp_ttl(self, client: Client, requested: int | None) -> int:
+        wanted = self._ttl.default_seconds if requested is None else requested
+        ceiling = min(client.max_ttl_seconds, self._ttl.max_seconds)
+        return max(self._ttl.min_seconds, min(wanted, ceiling))
+
+    def _clamp_presign_ttl(self, client: Client, requested: int | None) -> int:
+        wanted = self._ttl.min_seconds if requested is None else requested
+        ceiling = min(client.max_ttl_seconds, self._ttl.max_seconds)
+        return max(PRESIGN_MIN_TTL, min(wanted, ceiling))
+
+    async def _issue(self, policy: str, ttl: int, lease_id: str) -> TemporaryCredentials:
+        parent = await self._credentials.current()
+        try:
+            return await self._issuer.assume_role(
+                parent, policy=policy, duration_seconds=ttl, session_name=lease_id
+            )
+        except ObjectStoreRejected as exc:
+            if not exc.bad_credentials:
+                raise
+            # The cached parent key was rotated away under us: read the store again, once.
+            log.info("parent key version %s rejected; re-reading the secret store", parent.version)
+            self._metrics.parent_key_refreshes.inc()
+            self._credentials.invalidate(version=parent.version)
+            parent = await self._credentials.current()
+            return await self._issuer.assume_role(
+                parent, policy=policy, duration_seconds=ttl, session_name=lease_id
+            )
+
+    async def _record(
+        self,
+        action: str,
+        client: Client,
+        lease_id: str,
+        scope: Scope,
+        ttl: int,
+        reason: str | None,
+        rule: str | None,
+        actor: str | None,
+        *,
+        expires: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        event: dict[str, Any] = {
+            "ts": self._clock().isoformat(),
+            "event": action,
+            "lease_id": lease_id,
+            "client": client.id,
+            "bucket": scope.bucket,
+            "prefix": scope.prefix,
+            "access": scope.access.value,
+            "ttl_seconds": ttl,
+            "expires": expires.isoformat(),
+            "reason": reason,
+            "rule": rule,
+            "actor": actor,
+            **(extra or {}),
+        }
+        await self._audit.record(event)
+
+
+def _new_lease_id() -> str:
+    # Doubles as the STS RoleSessionName: [\w+=,.@-]{2,64}.
+    return "cb-" + secrets.token_hex(12)

@@ -1,0 +1,58 @@
+"""One middleware turns every failure into {"error": {"code", "message"}}, counted and logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from credbroker.errors import CredbrokerError, UpstreamError
+from credbroker.web.keys import METRICS
+
+log = logging.getLogger("credbroker.web")
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    response = web.json_response({"error": {"code": code, "message": message}}, status=status)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "-"
+    )
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        return await handler(request)
+    except CredbrokerError as exc:
+        outcome = exc.code
+        if isinstance(exc, UpstreamError):
+            metrics.upstream_failures.labels(exc.upstream, exc.code).inc()
+            log.warning("%s %s: %s (%s)", request.method, route, exc.message, exc.code)
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        outcome = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        return error_response(exc.status, outcome, exc.reason)
+    except Exception:
+        outcome = "internal_error"
+        log.exception("unhandled error on %s %s", request.method, route)
+        return error_response(500, "internal_error", "internal error; see the broker's log")
+    finally:
+        metrics.requests.labels(route, outcome).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,136 @@
+"""Thin views: parse, authenticate, call the broker, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from credbroker.domain import Access, Client
+from credbroker.errors import CredbrokerError, InvalidRequest
+from credbroker.vend import PresignRequest, VendRequest
+from credbroker.web.keys import BROKER, CALLER_AUTH, ISSUER, METRICS, SECRET_STORE
+from credbroker.web.schemas import CredentialsBody, PresignBody
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _client(request: web.Request) -> Client:
+    return request.app[CALLER_AUTH].authenticate(request.headers.get("Authorization"))
+
+
+async def _parse(request: web.Request, model: type[Body]) -> Body:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send Content-Type: application/json")
+    raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidRequest(problems, code="invalid_field") from None
+
+
+async def create_credentials(request: web.Request) -> web.Response:
+    client = _client(request)
+    body = await _parse(request, CredentialsBody)
+    vended = await request.app[BROKER].vend(
+        client,
+        VendRequest(
+            space=body.space,
+            access=Access(body.access),
+            ttl_seconds=body.ttl_seconds,
+            prefix=body.prefix,
+            reason=body.reason,
+            rule=body.rule,
+            actor=body.actor,
+        ),
+    )
+    c = vended.credentials
+    return web.json_response(
+        {
+            "accessKeyId": c.access_key_id,
+            "secretAccessKey": c.secret_access_key,
+            "sessionToken": c.session_token,
+            "expiration": c.expiration.isoformat().replace("+00:00", "Z"),
+            "endpoint": vended.endpoint,
+            "region": vended.region,
+            "bucket": vended.scope.bucket,
+            "prefix": vended.scope.prefix,
+            "access": vended.scope.access.value,
+            "leaseId": vended.lease_id,
+            "mode": vended.mode,
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def create_presigned_url(request: web.Request) -> web.Response:
+    client = _client(request)
+    body = await _parse(request, PresignBody)
+    presigned = await request.app[BROKER].presign(
+        client,
+        PresignRequest(
+            space=body.space,
+            key=body.key,
+            method=body.method,
+            ttl_seconds=body.ttl_seconds,
+            reason=body.reason,
+            rule=body.rule,
+            actor=body.actor,
+        ),
+    )
+    return web.json_response(
+        {
+            "url": presigned.url,
+            "method": presigned.method,
+            "expiresAt": presigned.expires_at.isoformat().replace("+00:00", "Z"),
+            "bucket": presigned.scope.bucket,
+            "key": presigned.key,
+            "leaseId": presigned.lease_id,
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, Any] = {}
+    for name, check in (
+        ("secret_store", request.app[SECRET_STORE].check),
+        ("object_store", request.app[ISSUER].check),
+    ):
+        try:
+            await asyncio.wait_for(check(), timeout=3.0)
+            checks[name] = {"ok": True}
+        except CredbrokerError as exc:
+            checks[name] = {"ok": False, "code": exc.code, "message": exc.message}
+        except TimeoutError:
+            checks[name] = {"ok": False, "code": "timeout", "message": "no answer within 3 s"}
+    ready = all(c["ok"] for c in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
