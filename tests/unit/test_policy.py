@@ -1,0 +1,220 @@
+"""The one property that matters most: no input can widen a vended key's policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from credbroker.domain import Access, Scope
+from credbroker.errors import InvalidRequest
+from credbroker.policy import (
+    MAX_POLICY_CHARS,
+    narrow_prefix,
+    normalize_prefix,
+    render_policy,
+    session_policy,
+    validate_bucket,
+    validate_object_key,
+    validate_space_key,
+    worst_case_policy_chars,
+)
+
+HOSTILE_PREFIXES = [
+    "*",
+    "a*",
+    "a/*",
+    "?",
+    "a?b",
+    "..",
+    "../",
+    "a/../b",
+    "./a",
+    "a/./b",
+    "//",
+    "a//b",
+    "/a",
+    "${aws:username}",
+    "a$b",
+    'a"b',
+    "a'b",
+    "a\\b",
+    "a\nb",
+    "a\x00b",
+    "a\tb",
+    "a b",
+    "a%2a",
+    "arn:aws:s3:::other/*",
+    "a/b\u202e",
+    "é",
+    "x" * 513,
+]
+
+
+@pytest.mark.parametrize("prefix", HOSTILE_PREFIXES)
+def test_hostile_prefixes_are_refused_not_cleaned(prefix: str) -> None:
+    with pytest.raises(InvalidRequest):
+        narrow_prefix("ENG/", prefix)
+
+
+@pytest.mark.parametrize(
+    ("space_prefix", "requested", "expected"),
+    [
+        ("ENG/", None, "ENG/"),
+        ("ENG/", "", "ENG/"),
+        ("ENG", "reports", "ENG/reports/"),
+        ("ENG/", "reports/2026/", "ENG/reports/2026/"),
+        ("", "a", "a/"),
+        ("confluence/ENG/", "a.b_c-d=e+f@g,h", "confluence/ENG/a.b_c-d=e+f@g,h/"),
+    ],
+)
+def test_requested_prefix_only_narrows(
+    space_prefix: str, requested: str | None, expected: str
+) -> None:
+    assert narrow_prefix(space_prefix, requested) == expected
+
+
+@pytest.mark.parametrize(
+    "space", ["", "ENG*", "ENG/", "E NG", "~", "~a~b", "ENG\n", "ÉNG", "x" * 256, "../ENG"]
+)
+def test_bad_space_keys_are_refused(space: str) -> None:
+    with pytest.raises(InvalidRequest):
+        validate_space_key(space)
+
+
+@pytest.mark.parametrize("space", ["ENG", "ds", "~jdoe", "~5b10a2844c20165700ede21g", "A1"])
+def test_confluence_space_keys_pass(space: str) -> None:
+    assert validate_space_key(space) == space
+
+
+@pytest.mark.parametrize(
+    "bucket", ["ab", "UPPER", "a_b", "a..b", "-ab", "ab-", "192.168.0.1", "xn--ab", "a" * 64, "a*"]
+)
+def test_bad_buckets_are_refused(bucket: str) -> None:
+    with pytest.raises(InvalidRequest):
+        validate_bucket(bucket)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "dir/",
+        "../x",
+        "a/../../x",
+        "/abs",
+        "a//b",
+        "a*",
+        "a?",
+        'a"',
+        "a'",
+        "a\\b",
+        "a\x00",
+        "a\r\nb",
+        "${aws:username}",
+        " lead",
+        "trail ",
+        "x" * 1025,
+    ],
+)
+def test_hostile_object_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidRequest):
+        validate_object_key(key)
+
+
+@pytest.mark.parametrize(
+    "key", ["report.pdf", "2026/11/Q3 report (final).pdf", "a+b=c@d,e.txt", "ünïcode.txt"]
+)
+def test_ordinary_object_keys_pass(key: str) -> None:
+    assert validate_object_key(key) == key
+
+
+def _statements(policy: dict[str, object]) -> list[dict[str, object]]:
+    statements = policy["Statement"]
+    assert isinstance(statements, list)
+    return statements
+
+
+def test_read_policy_grants_get_and_prefixed_list_only() -> None:
+    policy = session_policy(Scope("exports", "ENG/", Access.READ))
+    objects, bucket = _statements(policy)
+    assert objects == {
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::exports/ENG/*"],
+    }
+    assert bucket == {
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": ["arn:aws:s3:::exports"],
+        "Condition": {"StringLike": {"s3:prefix": ["ENG/*"]}},
+    }
+
+
+def test_write_policy_adds_put_delete_and_multipart_within_the_prefix() -> None:
+    objects, bucket = _statements(session_policy(Scope("exports", "ENG/", Access.WRITE)))
+    assert set(objects["Action"]) == {  # type: ignore[arg-type]
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+    }
+    assert objects["Resource"] == ["arn:aws:s3:::exports/ENG/*"]
+    assert bucket["Condition"] == {"StringLike": {"s3:prefix": ["ENG/*"]}}
+
+
+def test_single_object_policy_names_one_object_and_grants_no_listing() -> None:
+    policy = session_policy(Scope("exports", "ENG/", Access.READ), object_key="a/b.pdf")
+    (only,) = _statements(policy)
+    assert only["Resource"] == ["arn:aws:s3:::exports/ENG/a/b.pdf"]
+    assert only["Action"] == ["s3:GetObject"]
+
+
+def test_rendered_policy_is_compact_json() -> None:
+    text = render_policy(session_policy(Scope("exports", "ENG/", Access.WRITE)))
+    assert " " not in text and "\n" not in text
+    assert json.loads(text)["Version"] == "2012-10-17"
+
+
+def test_policy_over_the_minio_limit_is_refused() -> None:
+    big = {"Version": "2012-10-17", "Statement": [{"Sid": "x" * MAX_POLICY_CHARS}]}
+    with pytest.raises(InvalidRequest) as info:
+        render_policy(big)
+    assert info.value.code == "policy_too_large"
+
+
+def test_worst_case_policy_fits_for_the_longest_bucket() -> None:
+    assert worst_case_policy_chars("b" * 63, "space/") <= MAX_POLICY_CHARS
+
+
+_SEGMENT = st.text(
+    alphabet=st.characters(codec="ascii", exclude_categories=("Cc",)), min_size=0, max_size=12
+)
+
+
+@given(st.lists(_SEGMENT, min_size=1, max_size=6))
+def test_any_accepted_prefix_stays_inside_the_space(segments: list[str]) -> None:
+    requested = "/".join(segments)
+    try:
+        prefix = narrow_prefix("ENG/", requested)
+    except InvalidRequest:
+        return
+    assert prefix.startswith("ENG/") and prefix.endswith("/")
+    assert not any(ch in prefix for ch in "*?$\"'\\ ")
+    assert "/../" not in f"/{prefix}" and "//" not in prefix
+    policy = session_policy(Scope("exports", prefix, Access.WRITE))
+    for statement in _statements(policy):
+        for resource in statement["Resource"]:  # type: ignore[attr-defined]
+            assert resource in ("arn:aws:s3:::exports", f"arn:aws:s3:::exports/{prefix}*")
+
+
+@given(st.text(max_size=40))
+def test_normalize_prefix_is_idempotent_on_what_it_accepts(text: str) -> None:
+    try:
+        once = normalize_prefix(text)
+    except InvalidRequest:
+        return
+    assert normalize_prefix(once) == once
