@@ -1,0 +1,148 @@
+"""A real broker (embedded store, real RGW) driven through aiohttp's test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from credbroker.callers.tokens import new_token
+from credbroker.config import Settings
+from credbroker.secrets.embedded import EmbeddedSecretStore
+from credbroker.secrets.sealing import load_key, new_key
+from credbroker.web.app import create_app
+from tests.rgw_server import RgwServer
+
+MAIN_BUCKET = "cb-main"
+OTHER_BUCKET = "cb-other"
+SERVICE_PATH = "credbroker/object-store/service"
+
+
+@pytest.fixture(scope="session")
+def buckets(rgw: RgwServer) -> Iterator[tuple[str, str]]:
+    s3 = s3_client(rgw, rgw.admin_access_key, rgw.admin_secret_key)
+    for bucket in (MAIN_BUCKET, OTHER_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    yield MAIN_BUCKET, OTHER_BUCKET
+
+
+def s3_client(rgw: RgwServer, access_key: str, secret_key: str, token: str | None = None) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=rgw.endpoint,
+        region_name=rgw.region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
+    )
+
+
+@dataclass
+class Harness:
+    client: TestClient[Any, Any]
+    rgw: RgwServer
+    settings: Settings
+    store: EmbeddedSecretStore
+    tokens: dict[str, str]
+    audit_path: Path
+
+    async def vend(self, token_for: str, body: dict[str, Any]) -> Any:
+        return await self.client.post(
+            "/v1/credentials",
+            json=body,
+            headers={"Authorization": f"Bearer {self.tokens[token_for]}"},
+        )
+
+    def s3_for(self, vended: dict[str, Any]) -> Any:
+        return s3_client(
+            self.rgw, vended["accessKeyId"], vended["secretAccessKey"], vended["sessionToken"]
+        )
+
+
+def broker_settings(
+    rgw: RgwServer, state: Path, hashes: dict[str, str], **overrides: Any
+) -> Settings:
+    key_file = state / "seal.key"
+    if not key_file.exists():
+        key_file.write_text(new_key())
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "secret_store": {
+            "kind": "embedded",
+            "path": str(state / "secrets.sealed"),
+            "key_env": "CREDBROKER_TEST_UNSET_KEY",
+            "key_file": str(key_file),
+        },
+        "secret_cache_seconds": 0,
+        "object_store": {
+            "flavor": "rgw",
+            "endpoint": rgw.endpoint,
+            "region": rgw.region,
+            "role_arn": rgw.vend_role_arn,
+            "credentials_path": SERVICE_PATH,
+            "ttl": {"min_seconds": 900, "default_seconds": 900, "max_seconds": 3600},
+        },
+        "spaces": {
+            "ENG": {"bucket": MAIN_BUCKET, "prefix": "ENG/"},
+            "OPS": {"bucket": MAIN_BUCKET, "prefix": "OPS/"},
+            "FIN": {"bucket": OTHER_BUCKET, "prefix": "finance/"},
+        },
+        "clients": [
+            {
+                "id": "eng-writer",
+                "token_sha256": hashes["eng-writer"],
+                "spaces": ["ENG"],
+                "max_access": "write",
+                "max_ttl_seconds": 1800,
+            },
+            {
+                "id": "eng-reader",
+                "token_sha256": hashes["eng-reader"],
+                "spaces": ["ENG"],
+                "max_access": "read",
+                "max_ttl_seconds": 3600,
+            },
+            {
+                "id": "ops-writer",
+                "token_sha256": hashes["ops-writer"],
+                "spaces": ["OPS"],
+                "max_access": "write",
+            },
+        ],
+        "audit": {"path": str(state / "audit.jsonl")},
+    }
+    raw.update(overrides)
+    return Settings.model_validate(json.loads(json.dumps(raw)))
+
+
+@pytest.fixture
+async def broker(
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async for harness in start_broker(rgw, tmp_path):
+        yield harness
+
+
+async def start_broker(rgw: RgwServer, state: Path, **overrides: Any) -> AsyncIterator[Harness]:
+    tokens, hashes = {}, {}
+    for name in ("eng-writer", "eng-reader", "ops-writer"):
+        tokens[name], hashes[name] = new_token()
+    settings = broker_settings(rgw, state, hashes, **overrides)
+    store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=state / "seal.key"))
+    await store.write(
+        SERVICE_PATH,
+        {"access_key_id": rgw.broker_access_key, "secret_access_key": rgw.broker_secret_key},
+        cas=None,
+    )
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        yield Harness(client, rgw, settings, store, tokens, state / "audit.jsonl")
+    finally:
+        await client.close()
