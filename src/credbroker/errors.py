@@ -118,9 +118,12 @@ class ObjectStoreRejected(ObjectStoreError):
         self.aws_code = aws_code
 
     @property
-    def bad_credentials(self) -> bool:
-        return self.aws_code in {
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "InvalidClientTokenId",
-        }
+    def may_be_stale_key(self) -> bool:
+        """The signing key may have been rotated away (RGW answers AccessDenied; MinIO and AWS
+        InvalidAccessKeyId or InvalidClientTokenId)."""
+        return self.aws_code in _STALE_KEY_CODES
+
+
+_STALE_KEY_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AccessDenied"}
+)

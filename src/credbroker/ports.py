@@ -54,7 +54,10 @@ class Issuer(Protocol):
         policy: str,
         duration_seconds: int,
         session_name: str,
-    ) -> TemporaryCredentials: ...
+        role_arn: str | None = None,
+    ) -> TemporaryCredentials:
+        """`role_arn` overrides the configured role (the read-only fallback has its own)."""
+        ...
 
     def presign(
         self,

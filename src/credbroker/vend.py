@@ -23,6 +23,7 @@ from credbroker.policy import (
     render_policy,
     session_policy,
     validate_object_key,
+    validate_space_key,
 )
 from credbroker.ports import AuditSink, Issuer
 
@@ -172,7 +173,7 @@ class Broker:
     # --- steps --------------------------------------------------------------------------------
 
     def _authorize(self, client: Client, space: str, access: Access, prefix: str | None) -> Scope:
-        target = self._spaces.get(space)
+        target = self._spaces.get(validate_space_key(space))
         # One answer for "unknown" and "not yours": a client learns nothing about other spaces.
         if target is None or space not in client.spaces:
             raise NotAllowed(f"client {client.id} may not use space {space}", code="space_denied")
@@ -201,15 +202,18 @@ class Broker:
                 parent, policy=policy, duration_seconds=ttl, session_name=lease_id
             )
         except ObjectStoreRejected as exc:
-            if not exc.bad_credentials:
+            if not exc.may_be_stale_key:
                 raise
-            # The cached parent key was rotated away under us: read the store again, once.
-            log.info("parent key version %s rejected; re-reading the secret store", parent.version)
-            self._metrics.parent_key_refreshes.inc()
+            # Perhaps the cached parent key was rotated away: read the store again, and retry
+            # once only if it now holds a different key.
             self._credentials.invalidate(version=parent.version)
-            parent = await self._credentials.current()
+            fresh = await self._credentials.current()
+            if fresh.access_key_id == parent.access_key_id and fresh.version == parent.version:
+                raise
+            log.info("parent key v%s rejected; now using v%s", parent.version, fresh.version)
+            self._metrics.parent_key_refreshes.inc()
             return await self._issuer.assume_role(
-                parent, policy=policy, duration_seconds=ttl, session_name=lease_id
+                fresh, policy=policy, duration_seconds=ttl, session_name=lease_id
             )
 
     async def _record(

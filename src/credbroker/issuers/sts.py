@@ -71,6 +71,7 @@ class StsIssuer:
         policy: str,
         duration_seconds: int,
         session_name: str,
+        role_arn: str | None = None,
     ) -> TemporaryCredentials:
         """POST / Action=AssumeRole (AWS STS query API, as MinIO and RGW implement it)."""
         params: dict[str, str | int] = {
@@ -80,8 +81,9 @@ class StsIssuer:
             "Policy": policy,
             "RoleSessionName": session_name,
         }
-        if self._role_arn:
-            params["RoleArn"] = self._role_arn
+        role = role_arn or self._role_arn
+        if role:
+            params["RoleArn"] = role
         # %20, never '+': RGW 16 mis-parses '+' inside a session policy.
         body = urlencode(params, quote_via=quote).encode()
         request = AWSRequest(
