@@ -108,7 +108,7 @@ class Broker:
         self._clock = clock
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
-        scope = self._authorize(client, request.space, request.access, request.prefix)
+        scope = await self._authorize(client, request.space, request.access, request.prefix)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
         policy = render_policy(session_policy(scope))
         lease_id = _new_lease_id()
@@ -137,7 +137,7 @@ class Broker:
         if method not in ("GET", "PUT"):
             raise InvalidRequest("method must be GET or PUT", code="invalid_method")
         access = Access.WRITE if method == "PUT" else Access.READ
-        scope = self._authorize(client, request.space, access, None)
+        scope = await self._authorize(client, request.space, access, None)
         key = validate_object_key(request.key)
         if len(scope.prefix) + len(key) > MAX_KEY_CHARS:
             raise InvalidRequest(f"object key longer than {MAX_KEY_CHARS}", code="invalid_key")
@@ -172,18 +172,35 @@ class Broker:
 
     # --- steps --------------------------------------------------------------------------------
 
-    def _authorize(self, client: Client, space: str, access: Access, prefix: str | None) -> Scope:
-        target = self._spaces.get(validate_space_key(space))
-        # One answer for "unknown" and "not yours": a client learns nothing about other spaces.
-        if target is None or space not in client.spaces:
-            raise NotAllowed(f"client {client.id} may not use space {space}", code="space_denied")
-        if not client.max_access.allows(access):
-            raise NotAllowed(
-                f"client {client.id} may not have {access.value} access", code="access_denied"
+    async def _authorize(
+        self, client: Client, space: str, access: Access, prefix: str | None
+    ) -> Scope:
+        try:
+            target = self._spaces.get(validate_space_key(space))
+            # One answer for "unknown" and "not yours": a client learns nothing of other spaces.
+            if target is None or space not in client.spaces:
+                raise NotAllowed(
+                    f"client {client.id} may not use space {space}", code="space_denied"
+                )
+            if not client.max_access.allows(access):
+                raise NotAllowed(
+                    f"client {client.id} may not have {access.value} access", code="access_denied"
+                )
+            prefix = narrow_prefix(target.prefix, prefix)
+        except (NotAllowed, InvalidRequest) as exc:
+            # Refusals are audited too: who asked for what, and why it was refused.
+            await self._audit.record(
+                {
+                    "ts": self._clock().isoformat(),
+                    "event": "denied",
+                    "client": client.id,
+                    "space": space if isinstance(exc, NotAllowed) else None,
+                    "access": access.value,
+                    "code": exc.code,
+                }
             )
-        return Scope(
-            bucket=target.bucket, prefix=narrow_prefix(target.prefix, prefix), access=access
-        )
+            raise
+        return Scope(bucket=target.bucket, prefix=prefix, access=access)
 
     def _clamp_ttl(self, client: Client, requested: int | None) -> int:
         wanted = self._ttl.default_seconds if requested is None else requested

@@ -200,6 +200,15 @@ async def test_clients_get_only_their_spaces_and_access(
     response = await broker.vend(who, body)
     assert response.status == status
     assert (await response.json())["error"]["code"] == code
+    denials = [json.loads(line) for line in broker.audit_path.read_text().splitlines()]
+    assert denials[-1] | {"ts": None} == {
+        "ts": None,
+        "event": "denied",
+        "client": who,
+        "space": body["space"],
+        "access": body["access"],
+        "code": code,
+    }
 
 
 @pytest.mark.parametrize(
@@ -359,6 +368,7 @@ async def test_no_secret_reaches_logs_audit_or_errors(
     audit = broker.audit_path.read_text()
     records = [json.loads(line) for line in audit.splitlines()]
     assert any(r["event"] == "vend" and r["reason"] == "nightly export" for r in records)
+    assert any(r["event"] == "denied" and r["code"] == "invalid_prefix" for r in records)
     secrets = [
         body["secretAccessKey"],
         body["sessionToken"],
