@@ -1,0 +1,46 @@
+# credbroker: scoped, expiring object-store keys for Confluence automation.
+#
+#   docker build -t credbroker .
+#   docker run -d --name credbroker -p 8080:8080 \
+#     -v /etc/credbroker:/etc/credbroker:ro -v credbroker-state:/var/lib/credbroker credbroker
+#
+# The mounted /etc/credbroker/credbroker.yaml must set server.host: 0.0.0.0 (the default,
+# 127.0.0.1, is unreachable from outside the container) and keep server.port at 8080 (the
+# port EXPOSEd and probed below). Put audit.path (and, for the embedded store, secret_store.path)
+# under /var/lib/credbroker, the only directory the broker writes to. Secrets come in as files
+# under /etc/credbroker (AppRole role_id / secret_id, sealing key) or as environment variables
+# named by the config; never bake them into the image.
+#
+# Pin the base image by digest in production (python:3.11-slim@sha256:...).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A fixed, unprivileged uid/gid, so mounted files can be owned by it (chown 10001).
+RUN groupadd --system --gid 10001 credbroker \
+ && useradd --system --uid 10001 --gid credbroker --no-create-home \
+      --home-dir /var/lib/credbroker --shell /usr/sbin/nologin credbroker \
+ && install -d -m 0750 -o credbroker -g credbroker /var/lib/credbroker \
+ && install -d -m 0755 /etc/credbroker
+
+# Only what the package build needs (README.md: pyproject.toml names it as the readme).
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install . && rm -rf /build
+
+WORKDIR /var/lib/credbroker
+USER credbroker
+
+EXPOSE 8080
+
+# /healthz: the process is up (it does not call Vault or the object store; /readyz does, and
+# belongs in the orchestrator's readiness probe, not here). slim has no curl: use Python.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
+
+ENTRYPOINT ["credbroker"]
+CMD ["serve", "--config", "/etc/credbroker/credbroker.yaml"]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Create the MinIO identities credbroker needs, with the MinIO client (mc).
+#
+#   MC_ALIAS=prod BUCKETS="confluence-exports confluence-legal" ./setup.sh
+#
+# Needs: an mc alias with admin rights (mc alias set prod https://minio.example.internal:9000 ...)
+# and mc RELEASE.2024-10-08T09-37-26Z or later for `mc admin accesskey` (it replaced the
+# deprecated `mc admin user svcacct`). The buckets must already exist.
+#
+# What it does:
+#   1. policy credbroker-parent    <- every action any space could be given, on BUCKETS only
+#   2. policy credbroker-readonly  <- reads only, on BUCKETS only
+#   3. user   credbroker           <- the broker's parent identity; its OWN keys go into Vault
+#   4. user   credbroker-ro        <- parent identity of the (planned) read-only fallback
+#   5. optionally (BREAKGLASS_HOURS=N): a read-only, expiring access key of credbroker-ro for
+#      emergency direct reads (runbooks/04-break-glass.md)
+#
+# Why the broker holds the USER's keys and not an access key (`mc admin accesskey create`):
+# MinIO refuses AssumeRole signed by an access key (service account) or by STS credentials:
+# "Temporary credentials or Service accounts cannot generate further temporary credentials"
+# (minio/minio cmd/sts-handlers.go, checkAssumeRoleAuth). Access keys are fine for direct use.
+#
+# Secrets are generated here and written to files under OUT_DIR (mode 0600), never echoed.
+# Seed them into Vault (vendor/vault/README.md), then delete OUT_DIR.
+set -euo pipefail
+
+ALIAS=${MC_ALIAS:?set MC_ALIAS to an mc alias with admin rights}
+BUCKETS=${BUCKETS:?set BUCKETS to the space-separated bucket names used in the config}
+BROKER_USER=${BROKER_USER:-credbroker}
+READONLY_USER=${READONLY_USER:-credbroker-ro}
+PARENT_POLICY=${PARENT_POLICY:-credbroker-parent}
+READONLY_POLICY=${READONLY_POLICY:-credbroker-readonly}
+OUT_DIR=${OUT_DIR:-./credbroker-minio-keys}
+BREAKGLASS_HOURS=${BREAKGLASS_HOURS:-}
+
+umask 077
+mkdir -p "$OUT_DIR"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+command -v mc >/dev/null || {
+  echo "mc not found" >&2
+  exit 1
+}
+mc admin accesskey --help >/dev/null 2>&1 || {
+  echo "this mc has no 'admin accesskey' (needs RELEASE.2024-10-08T09-37-26Z or later)" >&2
+  exit 1
+}
+
+# 40 random characters from [A-Za-z0-9]: valid as a MinIO secret key.
+# `|| true`: tr dies of SIGPIPE once head has enough, which pipefail would report.
+random_secret() { (LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom || true) | head -c 40; }
+
+# policy_json "ACTION..." "BUCKET_ACTION..." -> a policy limited to BUCKETS, same shape as the
+# JSON files next to this script (which show it for the example config's buckets).
+policy_json() {
+  local object_actions=$1 bucket_actions=$2 objects="" buckets="" b
+  for b in $BUCKETS; do
+    objects+="${objects:+,}\"arn:aws:s3:::$b/*\""
+    buckets+="${buckets:+,}\"arn:aws:s3:::$b\""
+  done
+  printf '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[%s],"Resource":[%s]},{"Effect":"Allow","Action":[%s],"Resource":[%s]}]}\n' \
+    "$object_actions" "$objects" "$bucket_actions" "$buckets"
+}
+
+# The union of what policy.py can put into any session policy (read and write):
+policy_json '"s3:GetObject","s3:PutObject","s3:DeleteObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts"' \
+  '"s3:ListBucket","s3:ListBucketMultipartUploads"' >"$work/parent.json"
+policy_json '"s3:GetObject"' '"s3:ListBucket"' >"$work/readonly.json"
+
+# `mc admin policy create` overwrites a policy of the same name, so re-running updates it.
+mc admin policy create "$ALIAS" "$PARENT_POLICY" "$work/parent.json"
+mc admin policy create "$ALIAS" "$READONLY_POLICY" "$work/readonly.json"
+
+create_user() { # create_user USER POLICY: new secret, stored in OUT_DIR/USER.json
+  local user=$1 policy=$2 secret
+  if mc admin user info "$ALIAS" "$user" >/dev/null 2>&1; then
+    echo "user $user exists: left as is (to rotate its secret, see runbooks/03-revoke-a-client.md)"
+  else
+    secret=$(random_secret)
+    # The access key of a MinIO built-in user is its user name.
+    mc admin user add "$ALIAS" "$user" "$secret"
+    printf '{"access_key_id": "%s", "secret_access_key": "%s"}\n' "$user" "$secret" >"$OUT_DIR/$user.json"
+    echo "user $user created; keys in $OUT_DIR/$user.json"
+  fi
+  mc admin policy attach "$ALIAS" "$policy" --user "$user" ||
+    echo "(policy $policy was probably attached already)"
+}
+create_user "$BROKER_USER" "$PARENT_POLICY"
+create_user "$READONLY_USER" "$READONLY_POLICY"
+
+if [ -n "$BREAKGLASS_HOURS" ]; then
+  # An expiring access key of the read-only user, for emergency direct reads by a human.
+  # It inherits credbroker-ro's (read-only) policy; it can never write.
+  mc admin accesskey create "$ALIAS" "$READONLY_USER" \
+    --name "credbroker-breakglass" \
+    --description "credbroker break-glass read key, created $(date -u +%FT%TZ)" \
+    --expiry-duration "${BREAKGLASS_HOURS}h" --json >"$OUT_DIR/breakglass-accesskey.json"
+  echo "break-glass access key (expires in ${BREAKGLASS_HOURS}h) in $OUT_DIR/breakglass-accesskey.json"
+fi
+
+echo
+echo "Next: seed $OUT_DIR/$BROKER_USER.json into Vault (vendor/vault/README.md), then:"
+echo "  rm -rf $OUT_DIR"
