@@ -16,8 +16,11 @@ from credbroker.errors import InvalidRequest
 
 # MinIO's AssumeRole accepts a session policy of 1 to 2048 characters (docs/sts/assume-role.md).
 MAX_POLICY_CHARS: Final = 2048
-MAX_PREFIX_CHARS: Final = 512
-MAX_KEY_CHARS: Final = 1024
+# A write policy names its prefix three times and a presign-PUT policy its key twice: these caps
+# keep the worst case under MAX_POLICY_CHARS (check-config proves it per space). They also keep
+# every Resource ARN far below ~1,590 characters, where RGW 16's AssumeRole crashes radosgw.
+MAX_PREFIX_CHARS: Final = 400
+MAX_KEY_CHARS: Final = 700
 
 # Confluence space keys: letters and digits; personal spaces start with "~".
 _SPACE_KEY = re.compile(r"~?[A-Za-z0-9]{1,255}")
@@ -38,6 +41,10 @@ _WRITE_OBJECT_ACTIONS: Final = (
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 )
+# A key that may write must not publish: RGW 16 lets PutObject carry an ACL without asking for
+# s3:PutObjectAcl. This Deny stops canned public ACLs; grant headers need the bucket's
+# IgnorePublicAcls (vendor/rgw). MinIO ignores object ACLs altogether.
+_PUBLIC_CANNED_ACLS: Final = ("public-read", "public-read-write", "authenticated-read")
 _READ_BUCKET_ACTIONS: Final = ("s3:ListBucket",)
 _WRITE_BUCKET_ACTIONS: Final = ("s3:ListBucket", "s3:ListBucketMultipartUploads")
 
@@ -127,22 +134,23 @@ def session_policy(scope: Scope, *, object_key: str | None = None) -> dict[str, 
     write = scope.access is Access.WRITE
     object_actions = _WRITE_OBJECT_ACTIONS if write else _READ_OBJECT_ACTIONS
     statements: list[dict[str, Any]] = []
-    if object_key is not None:
+    objects = (
+        _object_arn(scope.bucket, prefix)
+        if object_key is None
+        else _object_arn(scope.bucket, prefix, validate_object_key(object_key))
+    )
+    statements.append({"Effect": "Allow", "Action": list(object_actions), "Resource": [objects]})
+    if write:
         statements.append(
             {
-                "Effect": "Allow",
-                "Action": list(object_actions),
-                "Resource": [_object_arn(scope.bucket, prefix, validate_object_key(object_key))],
+                "Effect": "Deny",
+                "Action": ["s3:PutObject"],
+                "Resource": [objects],
+                "Condition": {"StringEquals": {"s3:x-amz-acl": list(_PUBLIC_CANNED_ACLS)}},
             }
         )
+    if object_key is not None:
         return {"Version": "2012-10-17", "Statement": statements}
-    statements.append(
-        {
-            "Effect": "Allow",
-            "Action": list(object_actions),
-            "Resource": [_object_arn(scope.bucket, prefix)],
-        }
-    )
     bucket_statement: dict[str, Any] = {
         "Effect": "Allow",
         "Action": list(_WRITE_BUCKET_ACTIONS if write else _READ_BUCKET_ACTIONS),

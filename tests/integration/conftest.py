@@ -17,7 +17,7 @@ from credbroker.config import Settings
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.sealing import load_key, new_key
 from credbroker.web.app import create_app
-from tests.rgw_server import RgwServer
+from tests.rgw_server import RgwServer, create_bucket
 
 MAIN_BUCKET = "cb-main"
 OTHER_BUCKET = "cb-other"
@@ -28,7 +28,9 @@ SERVICE_PATH = "credbroker/object-store/service"
 def buckets(rgw: RgwServer) -> Iterator[tuple[str, str]]:
     s3 = s3_client(rgw, rgw.admin_access_key, rgw.admin_secret_key)
     for bucket in (MAIN_BUCKET, OTHER_BUCKET):
-        s3.create_bucket(Bucket=bucket)
+        # Set up as vendor/rgw prescribes: IgnorePublicAcls, and the owner may read what
+        # role sessions write.
+        create_bucket(s3, rgw, bucket)
     yield MAIN_BUCKET, OTHER_BUCKET
 
 

@@ -80,6 +80,25 @@ async def test_write_key_writes_and_deletes_under_its_prefix_only(broker: Harnes
     assert error_code(s3.delete_object, Bucket=MAIN_BUCKET, Key="OPS/keep.txt") == "AccessDenied"
 
 
+async def test_write_key_cannot_publish_what_it_writes(broker: Harness) -> None:
+    s3 = broker.s3_for(await vended(broker, "eng-writer", space="ENG", access="write"))
+    for acl in ("public-read", "public-read-write", "authenticated-read"):
+        assert (
+            error_code(s3.put_object, Bucket=MAIN_BUCKET, Key="ENG/p.txt", Body=b"x", ACL=acl)
+            == "AccessDenied"
+        )
+    # The grant-header form passes RGW's policy check; the bucket's IgnorePublicAcls voids it.
+    s3.put_object(
+        Bucket=MAIN_BUCKET,
+        Key="ENG/g.txt",
+        Body=b"x",
+        GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"',
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{broker.rgw.endpoint}/{MAIN_BUCKET}/ENG/g.txt") as anonymous:
+            assert anonymous.status == 403
+
+
 async def test_multipart_upload_works_inside_the_prefix(broker: Harness) -> None:
     s3 = broker.s3_for(await vended(broker, "eng-writer", space="ENG", access="write"))
     upload = s3.create_multipart_upload(Bucket=MAIN_BUCKET, Key="ENG/big.bin")
@@ -367,7 +386,9 @@ async def test_no_secret_reaches_logs_audit_or_errors(
 
     audit = broker.audit_path.read_text()
     records = [json.loads(line) for line in audit.splitlines()]
-    assert any(r["event"] == "vend" and r["reason"] == "nightly export" for r in records)
+    granted = next(r for r in records if r["event"] == "vend")
+    assert granted["reason"] == "nightly export"
+    assert granted["access_key_id"] == body["accessKeyId"]
     assert any(r["event"] == "denied" and r["code"] == "invalid_prefix" for r in records)
     secrets = [
         body["secretAccessKey"],

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from credbroker.domain import Access, Scope
 from credbroker.errors import InvalidRequest
 from credbroker.policy import (
+    MAX_KEY_CHARS,
     MAX_POLICY_CHARS,
     narrow_prefix,
     normalize_prefix,
@@ -49,7 +50,7 @@ HOSTILE_PREFIXES = [
     "arn:aws:s3:::other/*",
     "a/b\u202e",
     "é",
-    "x" * 513,
+    "x" * 401,
 ]
 
 
@@ -116,7 +117,7 @@ def test_bad_buckets_are_refused(bucket: str) -> None:
         "${aws:username}",
         " lead",
         "trail ",
-        "x" * 1025,
+        "x" * 701,
     ],
 )
 def test_hostile_object_keys_are_refused(key: str) -> None:
@@ -154,7 +155,7 @@ def test_read_policy_grants_get_and_prefixed_list_only() -> None:
 
 
 def test_write_policy_adds_put_delete_and_multipart_within_the_prefix() -> None:
-    objects, bucket = _statements(session_policy(Scope("exports", "ENG/", Access.WRITE)))
+    objects, _deny, bucket = _statements(session_policy(Scope("exports", "ENG/", Access.WRITE)))
     assert set(objects["Action"]) == {  # type: ignore[arg-type]
         "s3:GetObject",
         "s3:PutObject",
@@ -188,6 +189,32 @@ def test_policy_over_the_minio_limit_is_refused() -> None:
 
 def test_worst_case_policy_fits_for_the_longest_bucket() -> None:
     assert worst_case_policy_chars("b" * 63, "space/") <= MAX_POLICY_CHARS
+
+
+def test_longest_presign_put_policy_fits() -> None:
+    key = "k" * (MAX_KEY_CHARS - len("p/"))
+    policy = session_policy(Scope("b" * 63, "p/", Access.WRITE), object_key=key)
+    assert len(render_policy(policy)) <= MAX_POLICY_CHARS
+
+
+def test_write_policies_deny_public_canned_acls() -> None:
+    for object_key in (None, "a.txt"):
+        policy = session_policy(Scope("exports", "ENG/", Access.WRITE), object_key=object_key)
+        denies = [s for s in _statements(policy) if s["Effect"] == "Deny"]
+        assert denies == [
+            {
+                "Effect": "Deny",
+                "Action": ["s3:PutObject"],
+                "Resource": [_statements(policy)[0]["Resource"][0]],  # type: ignore[index]
+                "Condition": {
+                    "StringEquals": {
+                        "s3:x-amz-acl": ["public-read", "public-read-write", "authenticated-read"]
+                    }
+                },
+            }
+        ]
+    read = session_policy(Scope("exports", "ENG/", Access.READ))
+    assert all(s["Effect"] == "Allow" for s in _statements(read))
 
 
 _SEGMENT = st.text(
