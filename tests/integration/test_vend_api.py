@@ -94,9 +94,11 @@ async def test_write_key_cannot_publish_what_it_writes(broker: Harness) -> None:
         Body=b"x",
         GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"',
     )
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{broker.rgw.endpoint}/{MAIN_BUCKET}/ENG/g.txt") as anonymous:
-            assert anonymous.status == 403
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{broker.rgw.endpoint}/{MAIN_BUCKET}/ENG/g.txt") as anonymous,
+    ):
+        assert anonymous.status == 403
 
 
 async def test_multipart_upload_works_inside_the_prefix(broker: Harness) -> None:

@@ -52,8 +52,16 @@ def test_valid_config_loads_and_resolves_paths_next_to_the_file(tmp_path: Path) 
         (("bucket: confluence-exports", "bucket: Bad_Bucket"), "spaces.ENG.bucket", "bucket"),
         (("spaces: [ENG]", "spaces: [OPS]"), "(top level)", "unknown spaces: OPS"),
         (("max_access: write", "max_access: admin"), "clients.0.max_access", "read"),
-        (("    max_access: write", "    max_access: write\n    extra: 1"), "clients.0.extra", "Extra"),
-        ((f"token_sha256: {TOKEN_HASH}", "token_sha256: secret"), "clients.0.token_sha256", "pattern"),
+        (
+            ("    max_access: write", "    max_access: write\n    extra: 1"),
+            "clients.0.extra",
+            "Extra",
+        ),
+        (
+            (f"token_sha256: {TOKEN_HASH}", "token_sha256: secret"),
+            "clients.0.token_sha256",
+            "pattern",
+        ),
         (("kind: embedded", "kind: cloud"), "secret_store", "tag"),
     ],
 )
