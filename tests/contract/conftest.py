@@ -3,9 +3,11 @@
 vault-double           VaultKV2Store -> VaultDouble, token auth
 vault-double-approle   VaultKV2Store -> VaultDouble, AppRole auth
 embedded               EmbeddedSecretStore on a sealed file in tmp_path
-vault-real             VaultKV2Store -> $VAULT_ADDR with $VAULT_TOKEN (skipped without them);
-                       mount $VAULT_KV_MOUNT (default "secret"), optional $VAULT_NAMESPACE
-                       and $VAULT_CACERT; everything under a random prefix, deleted after.
+vault-real             VaultKV2Store -> the `real_vault` server (tests/conftest.py), token
+                       auth: $VAULT_ADDR with $VAULT_TOKEN if set (mount $VAULT_KV_MOUNT,
+                       default "secret", optional $VAULT_NAMESPACE and $VAULT_CACERT), else a
+                       throw-away OpenBao dev server; everything under a random prefix, deleted
+                       after.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from credbroker.ports import SecretStore
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.vault import VaultDouble
+from tests.openbao_server import VaultServer, admin_client
 
 STORES = ["vault-double", "vault-double-approle", "embedded", "vault-real"]
 
@@ -47,7 +50,7 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async for subject in _embedded(tmp_path):
             yield subject
     elif kind == "vault-real":
-        async for subject in _vault_real():
+        async for subject in _vault_real(request.getfixturevalue("real_vault")):
             yield subject
     else:
         async for subject in _vault_double(approle=kind.endswith("approle")):
@@ -82,38 +85,29 @@ async def _embedded(tmp_path: Path) -> AsyncIterator[Subject]:
         await store.close()
 
 
-async def _vault_real() -> AsyncIterator[Subject]:
-    addr, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
-    if not (addr and token):
-        pytest.skip("vault-real needs VAULT_ADDR and VAULT_TOKEN (optional VAULT_KV_MOUNT)")
-    mount = os.environ.get("VAULT_KV_MOUNT", "secret")
+async def _vault_real(server: VaultServer) -> AsyncIterator[Subject]:
     store = VaultKV2Store(
-        addr,
-        token=token,
-        mount_point=mount,
-        namespace=os.environ.get("VAULT_NAMESPACE") or None,
-        verify=os.environ.get("VAULT_CACERT") or True,
+        server.addr,
+        token=server.token,
+        mount_point=server.mount,
+        namespace=server.namespace,
+        verify=server.verify,
     )
     subject = Subject(store)
     try:
         yield subject
     finally:
         await store.close()
-        await asyncio.to_thread(_delete_real, addr, token, mount, subject.used)
+        await asyncio.to_thread(_delete_real, server, subject.used)
 
 
-def _delete_real(addr: str, token: str, mount: str, paths: list[str]) -> None:
+def _delete_real(server: VaultServer, paths: list[str]) -> None:
     """DELETE /v1/{mount}/metadata/{path}: every version and the key itself."""
-    import hvac
-
-    client = hvac.Client(
-        url=addr,
-        token=token,
-        namespace=os.environ.get("VAULT_NAMESPACE") or None,
-        verify=os.environ.get("VAULT_CACERT") or True,
-    )
+    client = admin_client(server)
     try:
         for path in set(paths):
-            client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
+            client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=path, mount_point=server.mount
+            )
     finally:
         client.adapter.close()

@@ -45,12 +45,17 @@ if [ "$SECRET_ID_NUM_USES" != 0 ]; then
 fi
 
 # 1. The AppRole auth method (once per mount).
-if ! vault auth list -format=json | grep -q "\"$APPROLE_MOUNT/\""; then
-  vault auth enable -path="$APPROLE_MOUNT" approle
+# (The listing is read whole first: `grep -q` exiting early would fail the pipe under pipefail.)
+mounts=$(vault auth list -format=json)
+if ! grep -q "\"$APPROLE_MOUNT/\"" <<<"$mounts"; then
+  vault auth enable -path="$APPROLE_MOUNT" approle >&2
 fi
+# Vault silently caps secret_id_ttl at the mount's max lease TTL (768h by default, so a 90-day
+# secret_id would last 32 days): raise the mount's ceiling to the secret_id's lifetime.
+vault auth tune -max-lease-ttl="$SECRET_ID_TTL" "$APPROLE_MOUNT/" >&2
 
 # 2. The policy: read the service keys, write new versions (check-and-set), read metadata.
-vault policy write "$POLICY" "$HERE/credbroker.hcl"
+vault policy write "$POLICY" "$HERE/credbroker.hcl" >&2
 
 # 3. The role. token_policies replaces the deprecated "policies"; the built-in "default"
 #    policy stays attached (token_no_default_policy defaults to false) because the broker's
