@@ -1,4 +1,4 @@
-"""The operator's command line: serve, check-config, secrets, keys and tokens."""
+"""The operator's command line: serve, check-config, secrets, keys, tokens and rotation."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import load_settings
-from credbroker.errors import CredbrokerError
+from credbroker.errors import CredbrokerError, RotationBusy
+from credbroker.observability import Metrics
 from credbroker.policy import worst_case_policy_chars
+from credbroker.rotation.rotate import Outcome
 from credbroker.secrets.sealing import new_key
 
 DEFAULT_CONFIG = Path("config/credbroker.yaml")
@@ -74,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     csub = clients.add_subparsers(required=True, metavar="ACTION")
     p = csub.add_parser("new-token", help="mint a token; prints it once, and its config hash")
     p.set_defaults(func=_new_token)
+
+    p = sub.add_parser("rotate", help="run due rotations of the broker's own keys (or force one)")
+    config_arg(p)
+    p.add_argument("--credential", help="only this managed credential (default: all)")
+    p.add_argument("--now", action="store_true", help="rotate even if not due")
+    p.add_argument(
+        "--wait", action="store_true", help="wait out the grace period and finish the rotation"
+    )
+    p.set_defaults(func=_rotate)
+
+    rotation = sub.add_parser("rotation", help="rotation of the broker's own keys")
+    rsub = rotation.add_subparsers(required=True, metavar="ACTION")
+    p = rsub.add_parser("status", help="key id (never the secret), age, last and next run, error")
+    config_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_rotation_status)
     return parser
 
 
@@ -96,6 +116,14 @@ def _check_config(args: argparse.Namespace) -> int:
         size = worst_case_policy_chars(space.bucket, space.prefix)
         print(f"  space {key}: s3://{space.bucket}/{space.prefix} (largest policy {size} chars)")
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
+    for c in settings.rotation.credentials:
+        schedule = c.schedule.to_schedule().describe()
+        print(
+            f"  rotation {c.name}: {c.secret_path} ({c.driver.kind} user {c.driver.user}), "
+            f"{schedule}, grace {c.grace_seconds:g} s{'' if c.enabled else ', disabled'}"
+        )
+    if settings.rotation.credentials:
+        print(f"  rotation state: {settings.state.kind}")
     return 0
 
 
@@ -130,6 +158,108 @@ def _secrets_get(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(get())
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock."""
+    settings = load_settings(args.config)
+    names = [c.name for c in settings.rotation.credentials]
+    if not names:
+        print("credbroker: no rotation.credentials in the config", file=sys.stderr)
+        return 2
+    if args.credential is not None and args.credential not in names:
+        print(f"credbroker: no managed credential named {args.credential!r}", file=sys.stderr)
+        return 2
+
+    async def rotate() -> int:
+        code = 0
+        async with wiring.standalone_rotation(settings, Metrics()) as rotator:
+            for name in [args.credential] if args.credential else names:
+                try:
+                    outcome = await rotator.run(name, force=args.now, wait=args.wait)
+                except RotationBusy as exc:
+                    print(f"{name}: busy: {exc.message}")
+                    code = max(code, 3)
+                    continue
+                print(f"{name}: {_describe(outcome)}")
+                if outcome.result == "failed":
+                    code = max(code, 1)
+        return code
+
+    return asyncio.run(rotate())
+
+
+def _describe(outcome: Outcome) -> str:
+    record = outcome.record
+    when = _when(record.next_due_at)
+    if outcome.result == "completed":
+        return (
+            f"completed: key {record.new_key_id} in service; old key {record.old_key_id} "
+            f"deleted and refused by the object store; next rotation {when}"
+        )
+    if outcome.result == "waiting_grace":
+        return (
+            f"key {record.new_key_id} stored and in service; old key {record.old_key_id} "
+            f"is deleted after the grace period, at {when} (by the server's scheduler, the "
+            "next `credbroker rotate`, or now with --wait)"
+        )
+    if outcome.result == "failed":
+        return (
+            f"FAILED: {record.last_error}; key {record.current_key_id} stays in service; "
+            f"retry {when}"
+        )
+    if outcome.result == "read_only":
+        return f"read-only secret store: its owner rotates; key {record.current_key_id} in use"
+    if outcome.result == "disabled":
+        return "disabled in the config (rotate --now still runs it)"
+    return f"not due; next rotation {when}"
+
+
+def _rotation_status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if not settings.rotation.credentials:
+        print("credbroker: no rotation.credentials in the config", file=sys.stderr)
+        return 2
+
+    async def status() -> list[dict[str, Any]]:
+        async with wiring.standalone_rotation(settings, Metrics()) as rotator:
+            return [s.as_dict() for s in await rotator.status()]
+
+    statuses = asyncio.run(status())
+    if args.json:
+        print(json.dumps(statuses, indent=2))
+        return 0
+    for s in statuses:
+        age = s["key_age_seconds"]
+        print(f"{s['name']}  ({s['driver']} user {s['user']}, {s['secret_path']})")
+        print(f"  key in service  {s['current_key_id']}  age {_duration(age)}")
+        print(f"  keys of user    {', '.join(s['keys']) if s['keys'] is not None else '?'}")
+        print(f"  phase           {s['phase']}{'' if s['enabled'] else '  (disabled)'}")
+        print(f"  schedule        {s['schedule']}, grace {s['grace_seconds']:g} s")
+        print(f"  last success    {s['last_success_at'] or 'never'}")
+        print(f"  next run        {s['next_due_at'] or '-'}")
+        print(f"  last error      {s['last_error'] or '-'} (attempts {s['attempts']})")
+        for problem in s["problems"]:
+            print(f"  problem         {problem}")
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def _new_token(_args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from credbroker.policy import (
     validate_space_key,
     worst_case_policy_chars,
 )
+from credbroker.rotation.schedule import Schedule
 
 # MinIO's AssumeRole accepts 900 s to 7 days.
 STS_MIN_TTL = 900
@@ -104,6 +105,47 @@ class VaultStoreConfig(_Model):
 
 
 SecretStoreConfig = Annotated[EmbeddedStoreConfig | VaultStoreConfig, Field(discriminator="kind")]
+
+
+class SecretStoreResilienceConfig(_Model):
+    """Every secret-store call: one deadline, bounded retries with jitter, a circuit breaker."""
+
+    # The whole call, retries included: nothing waits on the store longer than this.
+    timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    # Reads and checks only; a write that may have happened is never repeated blind.
+    attempts: int = Field(default=3, ge=1, le=10)
+    # Full jitter: a random wait in [0, min(backoff_max, backoff * 2**n)] before retry n.
+    backoff_seconds: float = Field(default=0.05, ge=0, le=10)
+    backoff_max_seconds: float = Field(default=0.5, ge=0, le=30)
+    # Consecutive unreachable calls that open the breaker, and how long it stays open before
+    # one trial call may go through (half-open).
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    open_seconds: float = Field(default=10.0, gt=0, le=600)
+
+
+class FallbackConfig(_Model):
+    """Read-only fallback: an object-store identity whose own policy allows only reads."""
+
+    # Its keys in the secret store (fields access_key_id, secret_access_key).
+    credentials_path: str
+    # The role its AssumeRole calls name. Ceph RGW requires it (a role that trusts the
+    # read-only user and allows only reads); MinIO ignores it.
+    role_arn: str | None = None
+    # The keys sealed on disk (AES-256-GCM) so a broker restarted during an outage can serve
+    # reads. The base64 key: key_env if set and non-empty, else key_file.
+    cache_file: Path = Path("var/fallback.sealed")
+    key_env: str = "CREDBROKER_FALLBACK_KEY"
+    key_file: Path | None = None
+    # Re-read from the store this often while it answers.
+    refresh_seconds: float = Field(default=300.0, ge=1, le=86400)
+    # Past this age (since the keys were last read from the store) reads are refused too.
+    max_staleness_seconds: float = Field(default=86400.0, ge=1, le=30 * 86400)
+
+    @model_validator(mode="after")
+    def _staleness_above_refresh(self) -> Self:
+        if self.max_staleness_seconds <= self.refresh_seconds:
+            raise ValueError("max_staleness_seconds must be larger than refresh_seconds")
+        return self
 
 
 # --- object store -----------------------------------------------------------------------------
@@ -198,6 +240,109 @@ class AuditConfig(_Model):
     path: Path | None = Path("var/audit.jsonl")
 
 
+# --- rotation of the broker's own keys, and where its state lives ------------------------------
+
+
+class ScheduleConfig(_Model):
+    """Exactly one of a fixed interval or a crontab line (UTC; weekday 0 and 7 are Sunday)."""
+
+    interval_seconds: int | None = Field(default=None, ge=60)
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _one_valid_schedule(self) -> Self:
+        self.to_schedule()  # raises ValueError with the reason
+        return self
+
+    def to_schedule(self) -> Schedule:
+        return Schedule(interval_seconds=self.interval_seconds, cron=self.cron)
+
+
+class KeyDriverConfig(_Model):
+    """The object store's admin API that creates and deletes the user's keys."""
+
+    kind: Literal["rgw", "minio"]
+    # The object-store user that owns the rotated key (RGW uid, MinIO user name).
+    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@=,+-]{0,127}$")]
+    # Secret-store path of the admin keys (fields access_key_id, secret_access_key). RGW: a
+    # user with caps users=write (vendor/rgw). MinIO: the managed user's own keys.
+    admin_credentials_path: Annotated[str, StringConstraints(min_length=1)]
+    # The admin API's address when it is not object_store.endpoint.
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")] | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
+class ManagedCredentialConfig(_Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    # The secret holding the key (object_store.credentials_path, or the fallback's).
+    secret_path: Annotated[str, StringConstraints(min_length=1)]
+    driver: KeyDriverConfig
+    schedule: ScheduleConfig
+    # How long the old key keeps working after the new one is stored. Longer than every
+    # cache of the key: secret_cache_seconds here, and other replicas' (check-config checks).
+    grace_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    # How the new key is proven before it is stored: "sts" (AssumeRole, what the broker does
+    # with it) or "s3" (a signed ListBuckets: MinIO access keys cannot call AssumeRole).
+    verify: Literal["sts", "s3"] = "sts"
+    # The role "sts" assumes; default object_store.role_arn (fallback.role_arn for the
+    # fallback's credentials_path).
+    role_arn: str | None = None
+    # false: no scheduled runs (a rotation in progress is still finished); --now still works.
+    enabled: bool = True
+
+
+class RotationRetryConfig(_Model):
+    """Backoff between failed runs: initial, doubled per failure, capped."""
+
+    initial_seconds: float = Field(default=60.0, gt=0, le=86400)
+    max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+
+
+class RotationConfig(_Model):
+    credentials: list[ManagedCredentialConfig] = Field(default_factory=list)
+    # Run due rotations inside `credbroker serve` (false: only `credbroker rotate`, e.g. cron).
+    scheduler: bool = True
+    # How often the scheduler re-reads the state store (runs by the CLI or other replicas).
+    resync_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # How long a new key may take to work, and a deleted one to be refused (eventual
+    # consistency), retried with backoff before the run fails.
+    verify_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    retry: RotationRetryConfig = RotationRetryConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        for what in ("name", "secret_path"):
+            values = [getattr(c, what) for c in self.credentials]
+            if len(values) != len(set(values)):
+                raise ValueError(f"rotation.credentials: each {what} may appear once")
+        for credential in self.credentials:
+            if credential.secret_path == credential.driver.admin_credentials_path:
+                raise ValueError(
+                    f"rotation {credential.name}: admin_credentials_path must differ from "
+                    "secret_path"
+                )
+        return self
+
+
+class SqliteStateConfig(_Model):
+    kind: Literal["sqlite"] = "sqlite"
+    # One host only (a file lock guards each rotation); several replicas need postgres.
+    path: Path = Path("var/rotation-state.sqlite3")
+
+
+class PostgresStateConfig(_Model):
+    kind: Literal["postgres"]
+    # postgresql://user@host/db: a reference, since a DSN may hold a password.
+    dsn: SecretRef
+    schema_name: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = (
+        "credbroker"
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
+StateConfig = Annotated[SqliteStateConfig | PostgresStateConfig, Field(discriminator="kind")]
+
+
 class Settings(_Model):
     server: ServerConfig = ServerConfig()
     secret_store: SecretStoreConfig = EmbeddedStoreConfig()
@@ -207,6 +352,11 @@ class Settings(_Model):
     spaces: dict[str, SpaceConfig] = Field(min_length=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     audit: AuditConfig = AuditConfig()
+    secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
+    # Absent: no fallback; while the secret store is unreachable every vend gets 503.
+    fallback: FallbackConfig | None = None
+    rotation: RotationConfig = RotationConfig()
+    state: StateConfig = SqliteStateConfig()
 
     @field_validator("spaces")
     @classmethod
@@ -236,6 +386,48 @@ class Settings(_Model):
             if client.max_ttl_seconds > self.object_store.ttl.max_seconds:
                 raise ValueError(
                     f"client {client.id}: max_ttl_seconds exceeds object_store.ttl.max_seconds"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_consistent(self) -> Self:
+        if self.fallback is None:
+            return self
+        if self.fallback.credentials_path == self.object_store.credentials_path:
+            raise ValueError(
+                "fallback.credentials_path must name a read-only identity, "
+                "not object_store.credentials_path"
+            )
+        if self.object_store.flavor == "rgw" and not self.fallback.role_arn:
+            raise ValueError("Ceph RGW requires fallback.role_arn (the read-only role)")
+        return self
+
+    @model_validator(mode="after")
+    def _rotation_consistent(self) -> Self:
+        for credential in self.rotation.credentials:
+            where = f"rotation {credential.name}"
+            if credential.driver.kind != self.object_store.flavor:
+                raise ValueError(
+                    f"{where}: driver {credential.driver.kind} does not match "
+                    f"object_store.flavor {self.object_store.flavor}"
+                )
+            if credential.driver.kind == "minio" and credential.verify == "sts":
+                raise ValueError(
+                    f"{where}: MinIO refuses AssumeRole signed by an access key; a MinIO "
+                    "access key cannot be the STS parent key (use verify: s3 for a key used "
+                    "directly)"
+                )
+            if credential.grace_seconds <= self.secret_cache_seconds:
+                raise ValueError(f"{where}: grace_seconds must exceed secret_cache_seconds")
+            fallback = self.fallback
+            if (
+                fallback is not None
+                and credential.secret_path == fallback.credentials_path
+                and credential.grace_seconds <= fallback.refresh_seconds
+            ):
+                raise ValueError(
+                    f"{where}: grace_seconds must exceed fallback.refresh_seconds, or the sealed "
+                    "fallback copy could hold a deleted key"
                 )
         return self
 

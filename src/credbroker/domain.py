@@ -76,3 +76,48 @@ class Client:
     max_access: Access
     max_ttl_seconds: int
     admin: bool = False
+
+
+class RotationPhase(enum.StrEnum):
+    """Where a rotation of one managed credential stands. Recorded before and after each step.
+
+    idle -> creating -> created -> verified -> stored -> (grace) -> old_deleted -> done
+    `idle` means never rotated; `done` means the last rotation finished. Neither is in progress.
+    """
+
+    IDLE = "idle"
+    CREATING = "creating"  # about to ask the object store for a new key (its id not known yet)
+    CREATED = "created"  # the new key exists; its secret lives only in the running process
+    VERIFIED = "verified"  # a real signed call with the new key succeeded
+    STORED = "stored"  # the secret store holds the new key; the old one waits out the grace
+    OLD_DELETED = "old_deleted"  # the old key was deleted; its rejection is not yet observed
+    DONE = "done"
+
+    @property
+    def in_progress(self) -> bool:
+        return self not in (RotationPhase.IDLE, RotationPhase.DONE)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationRecord:
+    """The durable state of one managed credential's rotation. Key ids only, never a secret."""
+
+    credential: str
+    phase: RotationPhase = RotationPhase.IDLE
+    # The key the secret store held when last looked at, and since when (the key's age).
+    current_key_id: str | None = None
+    current_key_since: datetime | None = None
+    # The rotation in progress (or the last one).
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    old_version: int | None = None  # secret version the rotation started from (cas)
+    new_version: int | None = None
+    started_at: datetime | None = None
+    stored_at: datetime | None = None  # the grace period runs from here
+    finished_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    attempts: int = 0  # consecutive failed runs; 0 after a success
+    next_due_at: datetime | None = None
+    schedule_fingerprint: str | None = None
+    updated_at: datetime | None = None

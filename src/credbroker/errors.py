@@ -72,6 +72,10 @@ class SecretStoreUnavailable(SecretStoreError):
     status = 503
 
 
+class SecretStoreCircuitOpen(SecretStoreUnavailable):
+    """Recent calls failed: the circuit breaker refuses calls until its open interval passes."""
+
+
 class SecretStorePermissionDenied(SecretStoreError):
     """The store answered and refused (403). A configuration error, not an outage."""
 
@@ -127,3 +131,28 @@ class ObjectStoreRejected(ObjectStoreError):
 _STALE_KEY_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AccessDenied"}
 )
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+
+class StateStoreError(UpstreamError):
+    """The rotation state store (SQLite file or PostgreSQL) failed."""
+
+    upstream = "state_store"
+    code = "state_store_error"
+    status = 503
+
+
+class RotationBusy(CredbrokerError):
+    """Another rotation of the same credential holds the lock (here or in another process)."""
+
+    code = "rotation_busy"
+    status = 409
+
+
+class RotationFailed(CredbrokerError):
+    """A rotation step failed; the old key stays in service and the run is retried later."""
+
+    code = "rotation_failed"
+    status = 502

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 
 class Metrics:
@@ -36,5 +36,37 @@ class Metrics:
         self.degraded = Gauge(
             "credbroker_degraded",
             "1 while serving from read-only fallback credentials",
+            registry=r,
+        )
+        self.secret_store_breaker = Enum(
+            "credbroker_secret_store_breaker",
+            "Circuit breaker around the secret store",
+            states=["closed", "open", "half_open"],
+            registry=r,
+        )
+        # Rotation of the broker's own keys (rotation/rotate.py). Alert on a failure streak
+        # (rotation_consecutive_failures > 0) and on a stale last success.
+        self.rotations = Counter(
+            "credbroker_rotations",
+            "Rotation runs by credential and outcome (completed, waiting_grace, failed, busy, ...)",
+            ["credential", "outcome"],
+            registry=r,
+        )
+        self.rotation_last_success = Gauge(
+            "credbroker_rotation_last_success_timestamp_seconds",
+            "When the last rotation of a credential completed (Unix time)",
+            ["credential"],
+            registry=r,
+        )
+        self.rotation_failures = Gauge(
+            "credbroker_rotation_consecutive_failures",
+            "Failed rotation runs since the last success",
+            ["credential"],
+            registry=r,
+        )
+        self.rotation_key_age = Gauge(
+            "credbroker_rotation_key_age_seconds",
+            "Age of the key in service: since the broker stored it, or first saw it",
+            ["credential"],
             registry=r,
         )

@@ -1,15 +1,23 @@
 """The ports: small interfaces the centre needs from the outside world.
 
-Adapters live in one folder per outside system (secrets/, issuers/, callers/, audit/) and are
-chosen in exactly one place, wiring.py. Nothing here imports an adapter.
+Adapters live in one folder per outside system (secrets/, issuers/, callers/, audit/, state/,
+and rotation/ for the key drivers) and are chosen in exactly one place, wiring.py. Nothing here
+imports an adapter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from credbroker.domain import Client, SecretVersion, ServiceCredentials, TemporaryCredentials
+from credbroker.domain import (
+    Client,
+    RotationRecord,
+    SecretVersion,
+    ServiceCredentials,
+    TemporaryCredentials,
+)
 
 
 class SecretStore(Protocol):
@@ -39,6 +47,19 @@ class SecretStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class ReadOnlyKeys(Protocol):
+    """Parent keys of an object-store identity whose own policy allows only reads.
+
+    Used for read requests only, and only while the secret store is unreachable (fallback.py).
+    """
+
+    role_arn: str | None
+
+    def credentials(self) -> ServiceCredentials:
+        """The read-only parent key; SecretStoreUnavailable if there is none or it is too old."""
+        ...
 
 
 class Issuer(Protocol):
@@ -85,6 +106,91 @@ class CallerAuth(Protocol):
 class AuditSink(Protocol):
     async def record(self, event: Mapping[str, Any]) -> None:
         """Persist one audit event. Events never contain secrets."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- rotation -------------------------------------------------------------------------------
+
+
+class VersionedSecretStore(SecretStore, Protocol):
+    """A writable store that also serves older versions (Vault KV v2, the embedded file).
+
+    Rotation reads the version it replaced to prove, with a real signed call, that the old key
+    is rejected once deleted.
+    """
+
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        """Version `version` of `path`; SecretNotFound if it is gone (deleted or pruned)."""
+        ...
+
+
+class StateStore(Protocol):
+    """Durable rotation records (one per managed credential) and a per-credential lock.
+
+    Errors: StateStoreError. Records hold key ids and times, never a secret.
+    """
+
+    kind: str
+
+    async def load(self, credential: str) -> RotationRecord | None: ...
+
+    async def save(self, record: RotationRecord) -> None:
+        """Insert or replace the record of `record.credential`."""
+        ...
+
+    async def all(self) -> list[RotationRecord]:
+        """Every record, ordered by credential name."""
+        ...
+
+    def lock(self, credential: str) -> AbstractAsyncContextManager[None]:
+        """Hold the rotation lock of `credential` for the `async with` block.
+
+        Never waits: raises RotationBusy at once if another holder (in this process or another
+        one, on this host for SQLite, anywhere for PostgreSQL) has it. A holder that dies
+        releases it.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class KeyDriver(Protocol):
+    """An object store's admin API for one kind of key (Ceph RGW user keys, MinIO access keys).
+
+    Every call is idempotent where the object store allows it. Key ids only cross this port
+    outward, except the one secret create_key returns.
+    """
+
+    kind: str
+
+    async def list_keys(self, user: str) -> list[str]:
+        """Access key ids of `user`, sorted."""
+        ...
+
+    async def create_key(self, user: str) -> ServiceCredentials:
+        """A new key of `user` (the object store generates id and secret)."""
+        ...
+
+    async def delete_key(self, user: str, key_id: str) -> None:
+        """Delete `key_id` if it is a key of `user`; a key already gone is not an error."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class KeyProbe(Protocol):
+    """Asks the object store itself whether it accepts a key: one real signed call per question."""
+
+    async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
+        """Return if the store accepts `key` for its use (`via` "sts": AssumeRole of `role_arn`;
+        "s3": a signed ListBuckets); raise ObjectStoreRejected (aws_code set) if it refuses,
+        ObjectStoreUnavailable if it does not answer."""
+        ...
+
+    async def refuses(self, key: ServiceCredentials) -> bool:
+        """True if the store answers that `key` is unknown; False while it still accepts it."""
         ...
 
     async def close(self) -> None: ...

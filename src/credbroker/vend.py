@@ -2,6 +2,11 @@
 
 Callers are authenticated before they get here (the web layer owns headers). Everything the
 request says is validated on the way to the policy; nothing is cleaned up silently.
+
+The parent key is the service key, read from the secret store at call time. Only while the
+store is unreachable, and only for reads, it is the read-only fallback key (an identity whose
+own policy allows only reads) with its own role: the same session policy applies and the
+answer and the audit record say mode "read-only". Writes never run on stale authority.
 """
 
 from __future__ import annotations
@@ -14,8 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from credbroker.credentials import CredentialSource
-from credbroker.domain import Access, Client, Scope, TemporaryCredentials
-from credbroker.errors import InvalidRequest, NotAllowed, ObjectStoreRejected
+from credbroker.domain import Access, Client, Scope, ServiceCredentials, TemporaryCredentials
+from credbroker.errors import (
+    InvalidRequest,
+    NotAllowed,
+    ObjectStoreRejected,
+    SecretStoreUnavailable,
+)
 from credbroker.observability import Metrics
 from credbroker.policy import (
     MAX_KEY_CHARS,
@@ -25,11 +35,13 @@ from credbroker.policy import (
     validate_object_key,
     validate_space_key,
 )
-from credbroker.ports import AuditSink, Issuer
+from credbroker.ports import AuditSink, Issuer, ReadOnlyKeys
 
 log = logging.getLogger("credbroker.vend")
 
 PRESIGN_MIN_TTL = 60
+NORMAL = "normal"
+READ_ONLY = "read-only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,16 @@ class Presigned:
     key: str
     method: str
     lease_id: str
+    mode: str = NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class _Parent:
+    """The key an STS call is signed with, the role it names and the mode it means."""
+
+    key: ServiceCredentials
+    role_arn: str | None  # None: the issuer's configured role
+    mode: str
 
 
 class Broker:
@@ -97,6 +119,7 @@ class Broker:
         issuer: Issuer,
         audit: AuditSink,
         metrics: Metrics,
+        fallback: ReadOnlyKeys | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._spaces = spaces
@@ -105,6 +128,7 @@ class Broker:
         self._issuer = issuer
         self._audit = audit
         self._metrics = metrics
+        self._fallback = fallback
         self._clock = clock
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
@@ -112,7 +136,7 @@ class Broker:
         ttl = self._clamp_ttl(client, request.ttl_seconds)
         policy = render_policy(session_policy(scope))
         lease_id = _new_lease_id()
-        credentials = await self._issue(policy, ttl, lease_id)
+        credentials, mode = await self._issue(scope.access, policy, ttl, lease_id)
         await self._record(
             "vend",
             client,
@@ -123,6 +147,9 @@ class Broker:
             request.rule,
             request.actor,
             expires=credentials.expiration,
+            mode=mode,
+            # The key id (never its secret) ties a key seen in object-store logs to its grant.
+            extra={"access_key_id": credentials.access_key_id},
         )
         return Vended(
             credentials=credentials,
@@ -130,6 +157,7 @@ class Broker:
             lease_id=lease_id,
             endpoint=getattr(self._issuer, "public_endpoint", self._issuer.endpoint),
             region=self._issuer.region,
+            mode=mode,
         )
 
     async def presign(self, client: Client, request: PresignRequest) -> Presigned:
@@ -147,7 +175,7 @@ class Broker:
         policy = render_policy(session_policy(scope, object_key=key))
         lease_id = _new_lease_id()
         sts_ttl = max(self._ttl.min_seconds, expires_in)
-        credentials = await self._issue(policy, sts_ttl, lease_id)
+        credentials, mode = await self._issue(scope.access, policy, sts_ttl, lease_id)
         url = self._issuer.presign(
             credentials,
             bucket=scope.bucket,
@@ -166,9 +194,14 @@ class Broker:
             request.rule,
             request.actor,
             expires=expires_at,
-            extra={"key": scope.prefix + key, "method": method},
+            mode=mode,
+            extra={
+                "key": scope.prefix + key,
+                "method": method,
+                "access_key_id": credentials.access_key_id,
+            },
         )
-        return Presigned(url, expires_at, scope, scope.prefix + key, method, lease_id)
+        return Presigned(url, expires_at, scope, scope.prefix + key, method, lease_id, mode)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -212,14 +245,39 @@ class Broker:
         ceiling = min(client.max_ttl_seconds, self._ttl.max_seconds)
         return max(PRESIGN_MIN_TTL, min(wanted, ceiling))
 
-    async def _issue(self, policy: str, ttl: int, lease_id: str) -> TemporaryCredentials:
-        parent = await self._credentials.current()
+    async def _parent_key(self, access: Access) -> _Parent:
+        """The service key; only while the store is unreachable and only for reads, the
+        read-only fallback key. A store that answers and refuses (403, 404) never falls back:
+        that is a configuration error, not an outage."""
+        fallback = self._fallback
         try:
-            return await self._issuer.assume_role(
-                parent, policy=policy, duration_seconds=ttl, session_name=lease_id
+            return _Parent(await self._credentials.current(), None, NORMAL)
+        except SecretStoreUnavailable as outage:
+            if fallback is None:
+                raise
+            if access is not Access.READ:
+                raise SecretStoreUnavailable(
+                    f"{outage.message}; write access needs the secret store, reads are "
+                    "served read-only meanwhile"
+                ) from None
+        return _Parent(fallback.credentials(), fallback.role_arn, READ_ONLY)
+
+    async def _issue(
+        self, access: Access, policy: str, ttl: int, lease_id: str
+    ) -> tuple[TemporaryCredentials, str]:
+        chosen = await self._parent_key(access)
+        parent = chosen.key
+        try:
+            credentials = await self._issuer.assume_role(
+                parent,
+                policy=policy,
+                duration_seconds=ttl,
+                session_name=lease_id,
+                role_arn=chosen.role_arn,
             )
         except ObjectStoreRejected as exc:
-            if not exc.may_be_stale_key:
+            # The read-only key cannot be re-read while the store is down: nothing to retry.
+            if chosen.mode != NORMAL or not exc.may_be_stale_key:
                 raise
             # Perhaps the cached parent key was rotated away: read the store again, and retry
             # once only if it now holds a different key.
@@ -229,9 +287,10 @@ class Broker:
                 raise
             log.info("parent key v%s rejected; now using v%s", parent.version, fresh.version)
             self._metrics.parent_key_refreshes.inc()
-            return await self._issuer.assume_role(
+            credentials = await self._issuer.assume_role(
                 fresh, policy=policy, duration_seconds=ttl, session_name=lease_id
             )
+        return credentials, chosen.mode
 
     async def _record(
         self,
@@ -245,6 +304,7 @@ class Broker:
         actor: str | None,
         *,
         expires: datetime,
+        mode: str = NORMAL,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         event: dict[str, Any] = {
@@ -260,6 +320,7 @@ class Broker:
             "reason": reason,
             "rule": rule,
             "actor": actor,
+            "mode": mode,
             **(extra or {}),
         }
         await self._audit.record(event)

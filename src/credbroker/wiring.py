@@ -2,17 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
-from credbroker.config import EmbeddedStoreConfig, Settings, VaultAppRoleAuth, VaultStoreConfig
+from credbroker.config import (
+    EmbeddedStoreConfig,
+    ManagedCredentialConfig,
+    PostgresStateConfig,
+    Settings,
+    VaultAppRoleAuth,
+    VaultStoreConfig,
+)
+from credbroker.domain import ServiceCredentials
+from credbroker.fallback import ReadOnlyFallback
+from credbroker.issuers.probe import SignedCallProbe
 from credbroker.issuers.sts import StsIssuer
-from credbroker.ports import AuditSink, CallerAuth, Issuer, SecretStore
+from credbroker.observability import Metrics
+from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
+from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
 from credbroker.secrets.embedded import EmbeddedSecretStore
+from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import load_key
 from credbroker.vend import SpaceTarget, TtlLimits
 
 
-def build_secret_store(settings: Settings) -> SecretStore:
+def build_secret_store(
+    settings: Settings, *, metrics: Metrics | None = None
+) -> ResilientSecretStore:
+    """The configured store behind a deadline, retries with jitter and a circuit breaker."""
+    resilience = settings.secret_store_resilience
+    breaker = CircuitBreaker(
+        failure_threshold=resilience.failure_threshold, open_seconds=resilience.open_seconds
+    )
+    if metrics is not None:
+        breaker.subscribe(lambda state: metrics.secret_store_breaker.state(state.value))
+    return ResilientSecretStore(
+        _build_store(settings),
+        breaker=breaker,
+        timeout_seconds=resilience.timeout_seconds,
+        attempts=resilience.attempts,
+        backoff_seconds=resilience.backoff_seconds,
+        backoff_max_seconds=resilience.backoff_max_seconds,
+    )
+
+
+def build_fallback(
+    settings: Settings, store: ResilientSecretStore, metrics: Metrics
+) -> ReadOnlyFallback | None:
+    """The read-only fallback (None if not configured), following the store's breaker."""
+    config = settings.fallback
+    if config is None:
+        return None
+    fallback = ReadOnlyFallback(
+        store,
+        path=config.credentials_path,
+        role_arn=config.role_arn,
+        cache_file=config.cache_file,
+        key=load_key(env_var=config.key_env, key_file=config.key_file),
+        refresh_seconds=config.refresh_seconds,
+        # While the store is down, try twice per breaker interval: a try that finds the
+        # breaker half-open is its trial call, so recovery is noticed without traffic.
+        retry_seconds=min(config.refresh_seconds, store.breaker.open_seconds / 2),
+        max_staleness_seconds=config.max_staleness_seconds,
+        metrics=metrics,
+    )
+    store.breaker.subscribe(fallback.store_state_changed)
+    return fallback
+
+
+def _build_store(settings: Settings) -> SecretStore:
     config = settings.secret_store
     if isinstance(config, EmbeddedStoreConfig):
         key = load_key(env_var=config.key_env, key_file=config.key_file)
@@ -76,3 +136,138 @@ def space_targets(settings: Settings) -> dict[str, SpaceTarget]:
 def ttl_limits(settings: Settings) -> TtlLimits:
     ttl = settings.object_store.ttl
     return TtlLimits(ttl.min_seconds, ttl.default_seconds, ttl.max_seconds)
+
+
+# --- rotation -----------------------------------------------------------------------------------
+
+
+async def build_state_store(settings: Settings) -> StateStore:
+    config = settings.state
+    if isinstance(config, PostgresStateConfig):
+        from credbroker.state.postgres import PostgresStateStore
+
+        return await PostgresStateStore.open(
+            config.dsn.resolve(),
+            schema=config.schema_name,
+            timeout_seconds=config.timeout_seconds,
+        )
+    from credbroker.state.sqlite import SqliteStateStore
+
+    return await SqliteStateStore.open(config.path)
+
+
+def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> ManagedCredential:
+    role_arn = config.role_arn
+    if role_arn is None:
+        fallback = settings.fallback
+        if fallback is not None and config.secret_path == fallback.credentials_path:
+            role_arn = fallback.role_arn
+        else:
+            role_arn = settings.object_store.role_arn
+    return ManagedCredential(
+        name=config.name,
+        secret_path=config.secret_path,
+        user=config.driver.user,
+        schedule=config.schedule.to_schedule(),
+        grace_seconds=config.grace_seconds,
+        verify_via=config.verify,
+        role_arn=role_arn,
+        enabled=config.enabled,
+    )
+
+
+def build_key_driver(
+    settings: Settings, config: ManagedCredentialConfig, store: SecretStore
+) -> KeyDriver:
+    """The credential's admin-API driver; its admin keys are read from `store` at call time."""
+    path = config.driver.admin_credentials_path
+
+    async def admin_credentials() -> ServiceCredentials:
+        return ServiceCredentials.from_secret(await store.read(path))
+
+    object_store = settings.object_store
+    endpoint = config.driver.endpoint or object_store.endpoint
+    ca_file = str(object_store.ca_file) if object_store.ca_file else None
+    if config.driver.kind == "minio":
+        from credbroker.rotation.minio import MinioKeyDriver
+
+        return MinioKeyDriver(
+            endpoint=endpoint,
+            admin_credentials=admin_credentials,
+            region=object_store.region,
+            verify_tls=object_store.verify_tls,
+            ca_file=ca_file,
+            timeout_seconds=config.driver.timeout_seconds,
+        )
+    from credbroker.rotation.rgw import RgwKeyDriver
+
+    return RgwKeyDriver(
+        endpoint=endpoint,
+        admin_credentials=admin_credentials,
+        verify_tls=object_store.verify_tls,
+        ca_file=ca_file,
+        timeout_seconds=config.driver.timeout_seconds,
+    )
+
+
+@asynccontextmanager
+async def rotation(
+    settings: Settings,
+    *,
+    store: SecretStore,
+    issuer: Issuer,
+    metrics: Metrics,
+    audit: AuditSink | None = None,
+    on_switch: Callable[[str], Awaitable[None]] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> AsyncIterator[Rotator]:
+    """A Rotator over the given store and issuer; its own state store, drivers and probe are
+    closed on exit (the store, issuer and audit sink belong to the caller)."""
+    config = settings.rotation
+    object_store = settings.object_store
+    async with AsyncExitStack() as stack:
+        state = await build_state_store(settings)
+        stack.push_async_callback(state.close)
+        probe = SignedCallProbe(
+            issuer=issuer,
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            flavor=object_store.flavor,
+            verify_tls=object_store.verify_tls,
+            ca_file=str(object_store.ca_file) if object_store.ca_file else None,
+            timeout_seconds=object_store.timeout_seconds,
+        )
+        stack.push_async_callback(probe.close)
+        drivers: dict[str, KeyDriver] = {}
+        for credential in config.credentials:
+            drivers[credential.name] = build_key_driver(settings, credential, store)
+            stack.push_async_callback(drivers[credential.name].close)
+        yield Rotator(
+            credentials=[managed_credential(settings, c) for c in config.credentials],
+            drivers=drivers,
+            store=store,
+            state=state,
+            probe=probe,
+            metrics=metrics,
+            audit=audit,
+            retry=RetryPolicy(config.retry.initial_seconds, config.retry.max_seconds),
+            verify_timeout_seconds=config.verify_timeout_seconds,
+            on_switch=on_switch,
+            checkpoint=checkpoint,
+        )
+
+
+@asynccontextmanager
+async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIterator[Rotator]:
+    """Everything a Rotator needs, outside the server (`credbroker rotate`), closed on exit."""
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings, metrics=metrics)
+        stack.push_async_callback(store.close)
+        issuer = build_issuer(settings)
+        stack.push_async_callback(issuer.close)
+        audit = build_audit(settings)
+        stack.push_async_callback(audit.close)
+        rotator = await stack.enter_async_context(
+            rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
+        )
+        yield rotator

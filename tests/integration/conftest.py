@@ -1,9 +1,13 @@
-"""A real broker (embedded store, real RGW) driven through aiohttp's test client."""
+"""A real broker (embedded store, real RGW) driven through aiohttp's test client.
+
+start_broker(..., vault=VaultDouble) runs the same broker on Vault KV v2 (the double) instead,
+with the service keys and the read-only identity's keys seeded there.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +18,19 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings
+from credbroker.ports import SecretStore
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.sealing import load_key, new_key
+from credbroker.secrets.vault import VaultKV2Store
 from credbroker.web.app import create_app
+from tests.doubles.vault import VaultDouble
 from tests.rgw_server import RgwServer, create_bucket
 
 MAIN_BUCKET = "cb-main"
 OTHER_BUCKET = "cb-other"
 SERVICE_PATH = "credbroker/object-store/service"
+READ_ONLY_PATH = "credbroker/object-store/read-only"
+VAULT_TOKEN = "hvs.integration-token-must-never-leak-8c2f"
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +59,7 @@ class Harness:
     client: TestClient[Any, Any]
     rgw: RgwServer
     settings: Settings
-    store: EmbeddedSecretStore
+    store: SecretStore
     tokens: dict[str, str]
     audit_path: Path
 
@@ -68,7 +77,13 @@ class Harness:
 
 
 def broker_settings(
-    rgw: RgwServer, state: Path, hashes: dict[str, str], **overrides: Any
+    rgw: RgwServer,
+    state: Path,
+    hashes: dict[str, str],
+    /,  # positional-only: a `state=` override (the rotation state store) goes to **overrides
+    *,
+    extra_clients: Sequence[Mapping[str, Any]] = (),
+    **overrides: Any,
 ) -> Settings:
     key_file = state / "seal.key"
     if not key_file.exists():
@@ -119,6 +134,7 @@ def broker_settings(
         ],
         "audit": {"path": str(state / "audit.jsonl")},
     }
+    raw["clients"].extend(extra_clients)
     raw.update(overrides)
     return Settings.model_validate(json.loads(json.dumps(raw)))
 
@@ -131,20 +147,65 @@ async def broker(
         yield harness
 
 
-async def start_broker(rgw: RgwServer, state: Path, **overrides: Any) -> AsyncIterator[Harness]:
+def vault_store_config(vault: VaultDouble, state: Path, **options: Any) -> dict[str, Any]:
+    """`secret_store` settings for the Vault double: token auth, the token in a file."""
+    token_file = state / "vault-token"
+    token_file.write_text(VAULT_TOKEN)
+    auth = {"method": "token", "token": {"file": str(token_file)}}
+    return {"kind": "vault", "url": vault.url, "auth": auth, **options}
+
+
+async def start_broker(
+    rgw: RgwServer,
+    state: Path,
+    /,  # positional-only: a `state=` override (the rotation state store) goes to **overrides
+    *,
+    vault: VaultDouble | None = None,
+    admin_clients: Sequence[str] = (),
+    seed: Mapping[str, Mapping[str, str]] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
+    """`admin_clients`: extra clients with admin: true (space ENG), tokens in Harness.tokens.
+    `seed`: secrets written to the store after the defaults, before the broker starts."""
     tokens, hashes = {}, {}
-    for name in ("eng-writer", "eng-reader", "ops-writer"):
+    for name in ("eng-writer", "eng-reader", "ops-writer", *admin_clients):
         tokens[name], hashes[name] = new_token()
-    settings = broker_settings(rgw, state, hashes, **overrides)
-    store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=state / "seal.key"))
-    await store.write(
-        SERVICE_PATH,
-        {"access_key_id": rgw.broker_access_key, "secret_access_key": rgw.broker_secret_key},
-        cas=None,
-    )
+    extra = [
+        {"id": name, "token_sha256": hashes[name], "spaces": ["ENG"], "admin": True}
+        for name in admin_clients
+    ]
+    if vault is not None:
+        overrides.setdefault("secret_store", vault_store_config(vault, state))
+    settings = broker_settings(rgw, state, hashes, extra_clients=extra, **overrides)
+    store: SecretStore
+    if vault is None:
+        store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=state / "seal.key"))
+        await store.write(
+            SERVICE_PATH,
+            {"access_key_id": rgw.broker_access_key, "secret_access_key": rgw.broker_secret_key},
+            cas=None,
+        )
+    else:
+        vault.add_token(VAULT_TOKEN)
+        vault.put(
+            SERVICE_PATH,
+            {"access_key_id": rgw.broker_access_key, "secret_access_key": rgw.broker_secret_key},
+        )
+        vault.put(
+            READ_ONLY_PATH,
+            {
+                "access_key_id": rgw.readonly_access_key,
+                "secret_access_key": rgw.readonly_secret_key,
+            },
+        )
+        store = VaultKV2Store(vault.url, token=VAULT_TOKEN, timeout_seconds=3)
+    for path, data in (seed or {}).items():
+        await store.write(path, dict(data), cas=None)
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     try:
         yield Harness(client, rgw, settings, store, tokens, state / "audit.jsonl")
     finally:
         await client.close()
+        if vault is not None:
+            await store.close()

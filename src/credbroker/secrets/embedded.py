@@ -59,6 +59,13 @@ class EmbeddedSecretStore:
         current = entry["current"]
         return SecretVersion(data=dict(entry["versions"][str(current)]["data"]), version=current)
 
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        entry = self._load()["secrets"].get(_check_path(path))
+        kept = entry["versions"].get(str(version)) if entry else None
+        if kept is None:
+            raise SecretNotFound(f"no version {version} of {path!r} in the embedded store")
+        return SecretVersion(data=dict(kept["data"]), version=version)
+
     async def versions(self, path: str) -> list[int]:
         entry = self._load()["secrets"].get(_check_path(path))
         return sorted(int(v) for v in entry["versions"]) if entry else []

@@ -5,6 +5,7 @@ pool and never on the event loop. Endpoints used, all under /v1 and with X-Vault
 when a namespace is configured:
 
     GET  /{mount}/data/{path}          read()    current version
+    GET  /{mount}/data/{path}?version=N  read_version()  an older version (rotation)
     POST /{mount}/data/{path}          write()   new version, `options.cas` when asked
     GET  /auth/token/lookup-self       check()   the token works and Vault is unsealed
     POST /auth/{approle_mount}/login   AppRole   on first use, and once more after a 403
@@ -176,6 +177,24 @@ class VaultKV2Store:
         def op() -> SecretVersion:
             body = self._client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=self._mount, raise_on_deleted_version=True
+            )
+            return _parse_read(body, path)
+
+        return await self._run("read", path, op)
+
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        """One older version of `path`: GET /v1/{mount}/data/{path}?version=N.
+
+        Rotation uses it to prove the key it replaced is rejected. A version deleted,
+        destroyed or pruned by the mount's max_versions raises SecretNotFound.
+        """
+        _checked_path(path)
+        if version < 1:
+            raise InvalidRequest("version must be >= 1")
+
+        def op() -> SecretVersion:
+            body = self._client.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point=self._mount, raise_on_deleted_version=True
             )
             return _parse_read(body, path)
 

@@ -11,9 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from credbroker.domain import Access, Client
-from credbroker.errors import CredbrokerError, InvalidRequest
+from credbroker.errors import CredbrokerError, InvalidRequest, SecretStoreUnavailable
+from credbroker.fallback import ReadOnlyFallback
 from credbroker.vend import PresignRequest, VendRequest
-from credbroker.web.keys import BROKER, CALLER_AUTH, ISSUER, METRICS, SECRET_STORE
+from credbroker.web.keys import BROKER, CALLER_AUTH, FALLBACK, ISSUER, METRICS, SECRET_STORE
 from credbroker.web.schemas import CredentialsBody, PresignBody
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -101,6 +102,7 @@ async def create_presigned_url(request: web.Request) -> web.Response:
             "bucket": presigned.scope.bucket,
             "key": presigned.key,
             "leaseId": presigned.lease_id,
+            "mode": presigned.mode,
         },
         status=201,
         headers={"Cache-Control": "no-store"},
@@ -112,6 +114,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 "ready"; 200 "degraded" while the secret store is unreachable but the read-only
+    fallback serves reads (they work, so stay in rotation); 503 "not_ready" otherwise."""
     checks: dict[str, Any] = {}
     for name, check in (
         ("secret_store", request.app[SECRET_STORE].check),
@@ -124,11 +128,39 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = {"ok": False, "code": exc.code, "message": exc.message}
         except TimeoutError:
             checks[name] = {"ok": False, "code": "timeout", "message": "no answer within 3 s"}
-    ready = all(c["ok"] for c in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    fallback = request.app.get(FALLBACK)
+    if fallback is not None:
+        checks["read_only_fallback"] = _fallback_check(fallback)
+    store, objects = checks["secret_store"], checks["object_store"]
+    if store["ok"] and objects["ok"]:
+        return web.json_response({"status": "ready", "checks": checks})
+    if (
+        objects["ok"]
+        and store["code"] in _UNREACHABLE
+        and checks.get("read_only_fallback", {}).get("ok")
+    ):
+        reason = (
+            f"secret store unreachable ({store['message']}): reads are served with the "
+            "read-only fallback key, writes get 503 vault_unavailable"
+        )
+        return web.json_response({"status": "degraded", "reason": reason, "checks": checks})
+    return web.json_response({"status": "not_ready", "checks": checks}, status=503)
+
+
+_UNREACHABLE = frozenset({SecretStoreUnavailable.code, "timeout"})
+
+
+def _fallback_check(fallback: ReadOnlyFallback) -> dict[str, Any]:
+    age = fallback.age_seconds()
+    check: dict[str, Any] = {
+        "ok": True,
+        "age_seconds": None if age is None else round(age, 1),
+        "max_staleness_seconds": fallback.max_staleness_seconds,
+    }
+    problem = fallback.problem()
+    if problem is not None:
+        check |= {"ok": False, "message": problem}
+    return check
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,157 @@
+"""Does the object store accept this key? One real SigV4-signed call answers it, nothing else.
+
+Rotation asks twice: "does the new key work?" (before it reaches the secret store) and "is the
+old key refused?" (after it was deleted). Two calls are used:
+
+    STS  POST /  Action=AssumeRole   the new parent key can do what the broker does with it
+    S3   GET  /  (ListBuckets)        the key is known to the object store at all
+
+How each server answers an unknown (deleted) key, as observed or read at the source:
+
+    Ceph RGW 16  403 AccessDenied on S3 and STS alike, for a removed key and for a key that
+                 never existed (tests/integration/test_rotation_rgw.py pins this); never
+                 InvalidAccessKeyId. ListBuckets is always allowed to a valid RGW user, so
+                 403 on GET / means the key is gone.
+    MinIO        403 InvalidAccessKeyId for an unknown key, SignatureDoesNotMatch for a known key
+                 with the wrong secret, AccessDenied for a valid key whose policy lacks
+                 s3:ListAllMyBuckets (authenticated, just not allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from typing import Final
+
+import aiohttp
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from defusedxml import ElementTree
+
+from credbroker.domain import ServiceCredentials
+from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
+from credbroker.ports import Issuer
+
+log = logging.getLogger("credbroker.issuers.probe")
+
+# 403 codes that mean "no such key", per flavor (see the module docstring).
+_UNKNOWN_KEY: Final = {
+    "rgw": frozenset({"AccessDenied", "InvalidAccessKeyId"}),
+    "minio": frozenset({"InvalidAccessKeyId"}),
+}
+# A session policy that grants nothing useful: the probe's temporary key is thrown away, and
+# even if it leaked it could read one object of a bucket nobody creates.
+_PROBE_POLICY: Final = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": ["arn:aws:s3:::credbroker-rotation-probe/none"],
+            }
+        ],
+    },
+    separators=(",", ":"),
+)
+
+
+class SignedCallProbe:
+    """KeyProbe over the broker's own STS issuer plus a signed S3 ListBuckets."""
+
+    def __init__(
+        self,
+        *,
+        issuer: Issuer,
+        endpoint: str,
+        region: str,
+        flavor: str,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        if flavor not in _UNKNOWN_KEY:
+            raise ValueError(f"unknown object store flavor {flavor!r}")
+        self._issuer = issuer
+        self._endpoint = endpoint.rstrip("/")
+        self._region = region
+        self._flavor = flavor
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        ssl_context: ssl.SSLContext | bool = True
+        if ca_file:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+        elif not verify_tls:
+            ssl_context = False
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
+        if via == "sts":
+            await self._issuer.assume_role(
+                key,
+                policy=_PROBE_POLICY,
+                duration_seconds=900,
+                session_name="credbroker-rotation-probe",
+                role_arn=role_arn,
+            )
+            return
+        status, code = await self._list_buckets(key)
+        if status == 200:
+            return
+        if status == 403 and code not in _UNKNOWN_KEY[self._flavor] | {"SignatureDoesNotMatch"}:
+            return  # authenticated; the key's policy just does not allow ListBuckets
+        raise ObjectStoreRejected(
+            f"object store refused key {key.access_key_id}: {status} {code}".rstrip(),
+            aws_code=code,
+        )
+
+    async def refuses(self, key: ServiceCredentials) -> bool:
+        status, code = await self._list_buckets(key)
+        return status == 403 and code in _UNKNOWN_KEY[self._flavor]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            await asyncio.sleep(0)  # let the connector's transports close
+
+    async def _list_buckets(self, key: ServiceCredentials) -> tuple[int, str]:
+        """GET / signed with `key`: (HTTP status, S3 error code or "")."""
+        request = AWSRequest(method="GET", url=self._endpoint + "/")
+        S3SigV4Auth(
+            Credentials(key.access_key_id, key.secret_access_key), "s3", self._region
+        ).add_auth(request)
+        try:
+            async with self._http().get(
+                request.url, headers=dict(request.headers.items())
+            ) as response:
+                status, payload = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ObjectStoreUnavailable(
+                f"object store unreachable for a key check ({type(exc).__name__})"
+            ) from None
+        if status >= 500 or status == 429:
+            raise ObjectStoreUnavailable(f"object store answered {status} to a key check")
+        code = _error_code(payload) if status != 200 else ""
+        log.debug("key check of %s: %s %s", key.access_key_id, status, code)
+        return status, code
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=4, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+
+def _error_code(payload: bytes) -> str:
+    try:
+        root = ElementTree.fromstring(payload)
+    except Exception:  # an HTML page from a proxy: the status is what counts
+        return ""
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "Code" and element.text:
+            return str(element.text).strip()
+    return ""

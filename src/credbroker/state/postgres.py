@@ -1,0 +1,196 @@
+"""Rotation state in PostgreSQL (asyncpg), shared by every replica of the broker.
+
+Tables live in their own schema (default `credbroker`):
+
+    schema_migrations(version, applied_at)   which migrations ran
+    rotation_state(credential, phase, ...)   one row per managed credential (key ids, times)
+
+Migrations run at start, inside one transaction that first takes a transaction-level advisory
+lock, so replicas starting together apply each migration exactly once; running them again
+changes nothing.
+
+The rotation lock is a session-level advisory lock (pg_try_advisory_lock) on a connection held
+for the whole rotation: no two replicas rotate the same credential at once, and a replica that
+dies (or loses its connection) releases it with its session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from credbroker.domain import RotationRecord
+from credbroker.errors import ConfigError, RotationBusy, StateStoreError
+from credbroker.state.records import COLUMNS, INT_COLUMNS, TIME_COLUMNS, from_row, to_row
+
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _column_type(name: str) -> str:
+    if name == "credential":
+        return "text PRIMARY KEY"
+    if name in TIME_COLUMNS:
+        return "timestamptz"
+    if name in INT_COLUMNS:
+        return "bigint" if name != "attempts" else "integer NOT NULL DEFAULT 0"
+    if name == "phase":
+        return "text NOT NULL"
+    return "text"
+
+
+# Applied in order, each exactly once. Never edit one that shipped: add the next.
+_MIGRATIONS: tuple[str, ...] = (
+    "CREATE TABLE {schema}.rotation_state ("
+    + ", ".join(f"{name} {_column_type(name)}" for name in COLUMNS)
+    + ")",
+)
+
+
+def _advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_* (the same in every replica and release)."""
+    digest = hashlib.sha256(":".join(("credbroker", *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresStateStore:
+    kind = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._table = f"{schema}.rotation_state"
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, schema: str = "credbroker", timeout_seconds: float = 10.0
+    ) -> PostgresStateStore:
+        if not _SCHEMA.fullmatch(schema):
+            raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=4,
+                timeout=timeout_seconds,
+                command_timeout=timeout_seconds,
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            # Never the DSN in a message: it may hold a password.
+            raise StateStoreError(f"cannot connect to PostgreSQL ({type(exc).__name__})") from None
+        store = cls(pool, schema)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    # --- the StateStore protocol ----------------------------------------------------------
+
+    async def load(self, credential: str) -> RotationRecord | None:
+        row = await self._fetchrow(
+            f"SELECT {', '.join(COLUMNS)} FROM {self._table} WHERE credential = $1",  # noqa: S608 - fixed names
+            credential,
+        )
+        return None if row is None else from_row(dict(row))
+
+    async def save(self, record: RotationRecord) -> None:
+        row = to_row(record)
+        updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMNS[1:])
+        placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+        await self._execute(
+            f"INSERT INTO {self._table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - fixed names
+            f"ON CONFLICT (credential) DO UPDATE SET {updates}",
+            *(row[name] for name in COLUMNS),
+        )
+
+    async def all(self) -> list[RotationRecord]:
+        try:
+            rows = await self._pool.fetch(
+                f"SELECT {', '.join(COLUMNS)} FROM {self._table} ORDER BY credential"  # noqa: S608 - fixed names
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("read", exc) from None
+        return [from_row(dict(row)) for row in rows]
+
+    @asynccontextmanager
+    async def lock(self, credential: str) -> AsyncIterator[None]:
+        key = _advisory_key(self._schema, "rotation", credential)
+        try:
+            connection = await self._pool.acquire()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("lock", exc) from None
+        try:
+            locked = await connection.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException:
+            await self._discard(connection)
+            raise
+        if not locked:
+            await self._pool.release(connection)
+            raise RotationBusy(f"a rotation of {credential} is already running (another replica?)")
+        try:
+            yield
+        finally:
+            try:
+                await connection.execute("SELECT pg_advisory_unlock($1)", key)
+            except BaseException:
+                # Never hand a connection that may still hold the lock back to the pool.
+                await self._discard(connection)
+            else:
+                await self._pool.release(connection)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _discard(self, connection: Any) -> None:
+        connection.terminate()  # the session ends, and with it every advisory lock it held
+        await self._pool.release(connection)
+
+    async def _migrate(self) -> None:
+        schema = self._schema
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock($1)", _advisory_key(schema, "migrations")
+                )
+                await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await connection.execute(
+                    f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                    "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                rows = await connection.fetch(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 - validated schema name
+                done = {row["version"] for row in rows}
+                for version, statement in enumerate(_MIGRATIONS, start=1):
+                    if version in done:
+                        continue
+                    await connection.execute(statement.format(schema=schema))
+                    await connection.execute(
+                        f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)",  # noqa: S608 - validated schema name
+                        version,
+                    )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("migrate", exc) from None
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchrow(query, *args)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("read", exc) from None
+
+    async def _execute(self, query: str, *args: Any) -> None:
+        try:
+            await self._pool.execute(query, *args)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("write", exc) from None
+
+
+def _error(action: str, exc: BaseException) -> StateStoreError:
+    detail = exc.sqlstate if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+    return StateStoreError(f"PostgreSQL state store {action} failed ({detail})")

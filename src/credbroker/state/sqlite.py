@@ -1,0 +1,170 @@
+"""Rotation state in one SQLite file (the zero set-up default), with a per-credential lock file.
+
+sqlite3 is blocking, so every query runs on this store's own single worker thread (one
+connection, used by that thread only) and never on the event loop. WAL mode and a busy timeout
+let `credbroker rotate` and `credbroker serve` share the file.
+
+The lock is an exclusive, non-blocking flock on `<file>.locks/<credential>.lock`: it covers
+every process on this host (the server, the CLI, a second server by mistake), and the kernel
+drops it when its holder dies, however it dies. Several hosts need the PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from credbroker.domain import RotationRecord
+from credbroker.errors import RotationBusy, StateStoreError
+from credbroker.state.records import COLUMNS, INT_COLUMNS, TIME_COLUMNS, from_row, to_row
+
+_T = TypeVar("_T")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Applied in order; PRAGMA user_version records how many ran. Never edit one that shipped.
+_MIGRATIONS: tuple[str, ...] = (
+    "CREATE TABLE rotation_state ("
+    + ", ".join(
+        f"{name} TEXT PRIMARY KEY"
+        if name == "credential"
+        else f"{name} INTEGER"
+        if name in INT_COLUMNS
+        else f"{name} TEXT"
+        for name in COLUMNS
+    )
+    + ")",
+)
+
+
+class SqliteStateStore:
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._locks = path.with_name(path.name + ".locks")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="credbroker-sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStateStore:
+        """Create the file (and its folder) if needed and apply pending migrations."""
+        store = cls(path)
+        try:
+            await store._run(store._migrate)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    # --- the StateStore protocol ----------------------------------------------------------
+
+    async def load(self, credential: str) -> RotationRecord | None:
+        def op(db: sqlite3.Connection) -> RotationRecord | None:
+            row = db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM rotation_state WHERE credential = ?",  # noqa: S608 - fixed column names
+                (credential,),
+            ).fetchone()
+            return None if row is None else from_row(dict(zip(COLUMNS, row, strict=True)))
+
+        return await self._run(op)
+
+    async def save(self, record: RotationRecord) -> None:
+        row = to_row(record)
+        for name in TIME_COLUMNS:
+            row[name] = row[name].isoformat() if row[name] is not None else None
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(  # one statement in autocommit mode: atomic
+                f"INSERT OR REPLACE INTO rotation_state ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column names
+                f"VALUES ({', '.join('?' for _ in COLUMNS)})",
+                tuple(row[name] for name in COLUMNS),
+            )
+
+        await self._run(op)
+
+    async def all(self) -> list[RotationRecord]:
+        def op(db: sqlite3.Connection) -> list[RotationRecord]:
+            rows = db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM rotation_state ORDER BY credential"  # noqa: S608 - fixed column names
+            ).fetchall()
+            return [from_row(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+
+        return await self._run(op)
+
+    @asynccontextmanager
+    async def lock(self, credential: str) -> AsyncIterator[None]:
+        if not _NAME.fullmatch(credential):
+            raise StateStoreError(f"invalid credential name {credential!r}")
+        self._locks.mkdir(parents=True, exist_ok=True)
+        # A local file and a non-blocking flock: two syscalls, nothing here waits.
+        fd = os.open(self._locks / f"{credential}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RotationBusy(f"a rotation of {credential} is already running") from None
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def shutdown() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, shutdown)
+        self._executor.shutdown(wait=True)
+
+    # --- the worker thread ----------------------------------------------------------------
+
+    async def _run(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._closed:
+            raise StateStoreError("the SQLite state store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, op)
+
+    def _call(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return op(self._db())
+        except sqlite3.Error as exc:
+            error = StateStoreError(f"SQLite state store {self._path}: {type(exc).__name__}")
+        except OSError as exc:
+            error = StateStoreError(f"SQLite state store {self._path}: {exc.strerror}")
+        raise error
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            self._connection = db
+        return self._connection
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")  # one migrating process at a time
+        try:
+            applied = int(db.execute("PRAGMA user_version").fetchone()[0])
+            for number, statement in enumerate(_MIGRATIONS[applied:], start=applied + 1):
+                db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number:d}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

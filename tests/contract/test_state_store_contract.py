@@ -1,0 +1,210 @@
+"""The StateStore contract, run unchanged against SQLite and a real PostgreSQL.
+
+PostgreSQL: $CREDBROKER_TEST_POSTGRES_DSN, default postgresql://postgres@127.0.0.1:5432/test;
+each test gets its own schema (cbtest_<random>), dropped afterwards. If no PostgreSQL answers,
+the postgres cases fail with the reason: never a silent skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from credbroker.domain import RotationPhase, RotationRecord
+from credbroker.errors import RotationBusy
+from credbroker.ports import StateStore
+from credbroker.state.postgres import PostgresStateStore
+from credbroker.state.sqlite import SqliteStateStore
+
+POSTGRES_DSN = os.environ.get(
+    "CREDBROKER_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@dataclass
+class Subject:
+    store: StateStore
+    # Another handle on the same data, as a second process or replica would have.
+    reopen: Callable[[], Awaitable[StateStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+    opened: list[StateStore] = []
+
+    async def track(store: StateStore) -> StateStore:
+        opened.append(store)
+        return store
+
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "rotation.sqlite3"
+
+        async def reopen() -> StateStore:
+            return await track(await SqliteStateStore.open(path))
+
+        try:
+            yield Subject(await reopen(), reopen)
+        finally:
+            for store in opened:
+                await store.close()
+        return
+
+    schema = f"cbtest_{uuid.uuid4().hex[:12]}"
+
+    async def reopen_pg() -> StateStore:
+        return await track(await PostgresStateStore.open(POSTGRES_DSN, schema=schema))
+
+    try:
+        yield Subject(await reopen_pg(), reopen_pg)
+    finally:
+        for store in opened:
+            await store.close()
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await connection.close()
+
+
+def full_record(name: str = "service") -> RotationRecord:
+    return RotationRecord(
+        credential=name,
+        phase=RotationPhase.STORED,
+        current_key_id="NEWKEY0000000000001",
+        current_key_since=T0,
+        old_key_id="OLDKEY0000000000001",
+        new_key_id="NEWKEY0000000000001",
+        old_version=7,
+        new_version=8,
+        started_at=T0 - timedelta(seconds=3),
+        stored_at=T0,
+        finished_at=None,
+        last_success_at=T0 - timedelta(days=30),
+        last_error="object store admin: HTTP 503 [object_store_unavailable]",
+        attempts=2,
+        next_due_at=T0 + timedelta(hours=1),
+        schedule_fingerprint="0123456789abcdef",
+        updated_at=T0,
+    )
+
+
+async def test_a_missing_record_is_none(subject: Subject) -> None:
+    assert await subject.store.load("nothing-here") is None
+    assert await subject.store.all() == []
+
+
+async def test_every_field_round_trips(subject: Subject) -> None:
+    record = full_record()
+    await subject.store.save(record)
+
+    loaded = await subject.store.load("service")
+
+    assert loaded == record
+    assert loaded is not None and loaded.stored_at is not None
+    assert loaded.stored_at.tzinfo is not None
+    assert loaded.stored_at.microsecond == 123456
+
+
+async def test_a_minimal_record_round_trips(subject: Subject) -> None:
+    record = RotationRecord("fresh")
+    await subject.store.save(record)
+    assert await subject.store.load("fresh") == record
+
+
+async def test_save_replaces_the_whole_record(subject: Subject) -> None:
+    await subject.store.save(full_record())
+    done = replace(
+        full_record(), phase=RotationPhase.DONE, last_error=None, attempts=0, stored_at=None
+    )
+
+    await subject.store.save(done)
+
+    assert await subject.store.load("service") == done
+
+
+async def test_all_lists_every_record_by_name(subject: Subject) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        await subject.store.save(full_record(name))
+    assert [r.credential for r in await subject.store.all()] == ["alpha", "mid", "zeta"]
+
+
+async def test_records_survive_a_reopen(subject: Subject) -> None:
+    await subject.store.save(full_record())
+    other = await subject.reopen()
+    assert await other.load("service") == full_record()
+
+
+async def test_opening_again_migrates_nothing_twice(subject: Subject) -> None:
+    await subject.store.save(full_record())
+    for _ in range(3):
+        reopened = await subject.reopen()
+        assert await reopened.load("service") == full_record()
+
+
+async def test_concurrent_opens_migrate_once(subject: Subject) -> None:
+    stores = await asyncio.gather(*(subject.reopen() for _ in range(4)))
+    await stores[0].save(full_record())
+    assert [await s.load("service") for s in stores] == [full_record()] * 4
+
+
+async def test_the_lock_is_exclusive_within_one_process(subject: Subject) -> None:
+    async with subject.store.lock("service"):
+        with pytest.raises(RotationBusy):
+            async with subject.store.lock("service"):
+                pass
+
+
+async def test_the_lock_is_exclusive_across_handles(subject: Subject) -> None:
+    other = await subject.reopen()
+    async with subject.store.lock("service"):
+        with pytest.raises(RotationBusy):
+            async with other.lock("service"):
+                pass
+    async with other.lock("service"):  # released: the other replica gets it now
+        pass
+
+
+async def test_locks_of_different_credentials_are_independent(subject: Subject) -> None:
+    async with subject.store.lock("service"), subject.store.lock("read-only"):
+        pass
+
+
+async def test_the_lock_is_released_when_the_holder_fails(subject: Subject) -> None:
+    with pytest.raises(RuntimeError):
+        async with subject.store.lock("service"):
+            raise RuntimeError("killed mid-rotation")
+    async with subject.store.lock("service"):
+        pass
+
+
+async def test_the_lock_is_released_when_the_holder_is_cancelled(subject: Subject) -> None:
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with subject.store.lock("service"):
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    other = await subject.reopen()
+    async with other.lock("service"):
+        pass
+
+
+async def test_records_can_be_written_while_the_lock_is_held(subject: Subject) -> None:
+    async with subject.store.lock("service"):
+        await subject.store.save(full_record())
+    assert await subject.store.load("service") == full_record()

@@ -1,0 +1,356 @@
+"""MinioAdminDouble: a small HTTP server on 127.0.0.1 that speaks the part of MinIO's API the
+rotation driver and key probe use, the way MinIO does.
+
+Written from MinIO's source (minio/minio cmd/admin-handlers-users.go, cmd/admin-router.go,
+cmd/api-errors.go, cmd/signature-v4.go; minio/madmin-go user-commands.go for the JSON shapes)
+and minio-py's minioadmin.py / crypto.py (what MinioAdmin actually sends). Implemented:
+
+    PUT    /minio/admin/v3/add-service-account            AddServiceAccountReq, encrypted
+    GET    /minio/admin/v3/list-service-accounts?user=U   ListServiceAccountsResp, encrypted
+    DELETE /minio/admin/v3/delete-service-account?accessKey=K   204
+    GET    /                                               S3 ListBuckets (the key probe)
+
+Every request must carry a valid AWS SigV4 signature (service s3), checked here from scratch
+(not with the client's signer): unknown key -> 403 InvalidAccessKeyId, wrong signature -> 403
+SignatureDoesNotMatch. The admin API accepts any signing region (MinIO validates admin calls
+with region ""). Request and response bodies of add/list are encrypted with the requester's
+secret key (Argon2id + AES-GCM, minio/crypto.py, reused here); a body that does not decrypt is
+400 XMinioAdminConfigBadJSON. Admin errors are JSON {"Code", "Message", "Resource",
+"RequestId", "HostId"}; S3 errors are XML.
+
+Permissions, as MinIO checks them: a user may create, list and delete its own access keys
+(deny-only policy check); for another user's keys it needs admin rights (here: the root user or
+a user in `admins`). An access key may act for its parent user; the root user may hold access
+keys like any user. A key of another user is "not found" on delete (404
+XMinioInvalidIAMCredentials, as MinIO answers to mitigate brute force).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import string
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from aiohttp import web
+from minio.crypto import decrypt, encrypt
+
+_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+_ADMIN_PREFIX = "/minio/admin/v3/"
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_NOT_FOUND = "XMinioInvalidIAMCredentials"  # cmd/api-errors.go, ErrAdminServiceAccountNotFound
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(code)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class _Key:
+    secret: str
+    parent: str | None = None  # None: a user's own key; else an access key of `parent`
+    status: str = "on"
+    name: str = ""
+    description: str = ""
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class MinioAdminDouble:
+    def __init__(
+        self,
+        *,
+        root_access_key: str = "minioroot",
+        root_secret_key: str = "minioroot-secret-key",  # noqa: S107 - a test double's
+        region: str = "us-east-1",
+    ) -> None:
+        self.root_access_key = root_access_key
+        self.region = region
+        self.admins: set[str] = set()
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
+        self.fail_next_status: list[int] = []  # answer the next requests with these statuses
+        self._keys: dict[str, _Key] = {root_access_key: _Key(root_secret_key)}
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
+        self._port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> MinioAdminDouble:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    # --- controls and views for tests -----------------------------------------------------
+
+    def add_user(self, access_key: str, secret_key: str, *, admin: bool = False) -> None:
+        """A built-in user (`mc admin user add`)."""
+        self._keys[access_key] = _Key(secret_key)
+        if admin:
+            self.admins.add(access_key)
+
+    def access_keys(self, user: str) -> list[str]:
+        """`mc admin accesskey ls USER`: the user's access keys."""
+        return sorted(k for k, v in self._keys.items() if v.parent == user)
+
+    def secret_of(self, access_key: str) -> str:
+        return self._keys[access_key].secret
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        admin = request.path.startswith(_ADMIN_PREFIX)
+        body = await request.read()
+        if self.fail_next_status:
+            status = self.fail_next_status.pop(0)
+            return _admin_error(status, "XMinioServerNotInitialized", "injected", request.path)
+        try:
+            requester = self._authenticate(request, body, admin=admin)
+            if not admin:
+                if request.method == "GET" and request.path == "/":
+                    return _list_buckets(requester)
+                raise _Denied(501, "NotImplemented", "the double only serves ListBuckets")
+            command = request.path[len(_ADMIN_PREFIX) :]
+            handler = {
+                ("PUT", "add-service-account"): self._add,
+                ("GET", "list-service-accounts"): self._list,
+                ("DELETE", "delete-service-account"): self._delete,
+            }.get((request.method, command))
+            if handler is None:
+                raise _Denied(400, "XMinioAdminInvalidArgument", "not implemented by the double")
+            return await handler(request, requester, body)
+        except _Denied as denied:
+            if admin:
+                return _admin_error(denied.status, denied.code, denied.message, request.path)
+            return _s3_error(denied.status, denied.code, denied.message)
+
+    async def _add(self, request: web.Request, requester: str, body: bytes) -> web.Response:
+        secret = self._keys[requester].secret
+        try:
+            plain = await asyncio.to_thread(decrypt, _Readable(body), secret)  # type: ignore[arg-type]
+            req = json.loads(plain)
+        except (ValueError, OSError) as exc:
+            raise _Denied(400, "XMinioAdminConfigBadJSON", f"bad body ({exc})") from None
+        target = req.get("targetUser") or requester
+        actor = self._user_of(requester)
+        if target == requester and self._keys[requester].parent is not None:
+            target = actor  # an access key creates keys for its parent
+        if target != actor and not self._is_admin(actor):
+            raise _Denied(403, "AccessDenied", "Access Denied.")
+        if target not in self._keys or self._keys[target].parent is not None:
+            raise _Denied(
+                400, "XMinioAdminNoSuchUser", f"Specified target user {target} does not exist"
+            )
+        access_key = req.get("accessKey") or "".join(secrets.choice(_ALPHABET) for _ in range(20))
+        secret_key = req.get("secretKey") or "".join(
+            secrets.choice(_SECRET_ALPHABET) for _ in range(40)
+        )
+        if access_key in self._keys:
+            raise _Denied(409, "XMinioAdminServiceAccountExists", "access key exists")
+        self._keys[access_key] = _Key(
+            secret_key,
+            parent=target,
+            status="off" if req.get("status") == "off" else "on",
+            name=str(req.get("name") or ""),
+            description=str(req.get("description") or ""),
+        )
+        answer = {
+            "credentials": {
+                "accessKey": access_key,
+                "secretKey": secret_key,
+                "expiration": "1970-01-01T00:00:00Z",
+            }
+        }
+        return await _encrypted(answer, secret)
+
+    async def _list(self, request: web.Request, requester: str, body: bytes) -> web.Response:
+        actor = self._user_of(requester)
+        user = request.query.get("user") or actor
+        if user != actor and not self._is_admin(actor):
+            raise _Denied(403, "AccessDenied", "Access Denied.")
+        accounts = [
+            {
+                "parentUser": key.parent,
+                "accountStatus": key.status,
+                "impliedPolicy": True,
+                "accessKey": access_key,
+                **({"name": key.name} if key.name else {}),
+                **({"description": key.description} if key.description else {}),
+                "expiration": "1970-01-01T00:00:00Z",
+            }
+            for access_key, key in sorted(self._keys.items())
+            if key.parent == user
+        ]
+        return await _encrypted({"accounts": accounts}, self._keys[requester].secret)
+
+    async def _delete(self, request: web.Request, requester: str, body: bytes) -> web.Response:
+        access_key = request.query.get("accessKey", "")
+        if not access_key:
+            raise _Denied(400, "XMinioAdminInvalidArgument", "accessKey is required")
+        key = self._keys.get(access_key)
+        actor = self._user_of(requester)
+        if key is None or key.parent is None or (key.parent != actor and not self._is_admin(actor)):
+            raise _Denied(
+                404, "XMinioInvalidIAMCredentials", "The specified service account is not found"
+            )
+        del self._keys[access_key]
+        return web.Response(status=204)
+
+    # --- SigV4, from the spec ---------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request, body: bytes, *, admin: bool) -> str:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("AWS4-HMAC-SHA256 "):
+            raise _Denied(403, "AccessDenied", "Access Denied.")
+        try:
+            parts = dict(
+                p.strip().split("=", 1) for p in header[len("AWS4-HMAC-SHA256 ") :].split(",")
+            )
+            access_key, date, region, service, terminal = parts["Credential"].split("/")
+            signed_headers = parts["SignedHeaders"].split(";")
+            signature = parts["Signature"]
+        except (KeyError, ValueError):
+            raise _Denied(400, "AuthorizationHeaderMalformed", "malformed") from None
+        key = self._keys.get(access_key)
+        if key is None or key.status != "on":
+            raise _Denied(
+                403,
+                "InvalidAccessKeyId",
+                "The Access Key Id you provided does not exist in our records.",
+            )
+        if service != "s3" or terminal != "aws4_request":
+            raise _Denied(403, "SignatureDoesNotMatch", "bad scope")
+        if not admin and region != self.region:
+            raise _Denied(400, "AuthorizationHeaderMalformed", f"region must be {self.region}")
+        amz_date = request.headers.get("x-amz-date", "")
+        try:
+            when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            raise _Denied(403, "AccessDenied", "missing x-amz-date") from None
+        if abs(datetime.now(UTC) - when) > timedelta(minutes=15) or amz_date[:8] != date:
+            raise _Denied(403, "RequestTimeTooSkewed", "clock skew")
+        payload_hash = request.headers.get("x-amz-content-sha256", "")
+        if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
+            raise _Denied(400, "XAmzContentSHA256Mismatch", "payload hash mismatch")
+        if "host" not in signed_headers:
+            raise _Denied(403, "AccessDenied", "host must be signed")
+        canonical_headers = "".join(
+            f"{name}:{' '.join(request.headers.get(name, '').split())}\n" for name in signed_headers
+        )
+        query = sorted(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
+        canonical_query = "&".join(f"{_uri(k)}={_uri(v)}" for k, v in query)
+        canonical = "\n".join(
+            [
+                request.method,
+                request.rel_url.raw_path or "/",
+                canonical_query,
+                canonical_headers,
+                ";".join(signed_headers),
+                payload_hash or _EMPTY_SHA256,
+            ]
+        )
+        scope = f"{date}/{region}/{service}/aws4_request"
+        to_sign = "\n".join(
+            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        )
+        signing_key = ("AWS4" + key.secret).encode()
+        for part in (date, region, service, "aws4_request"):
+            signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+        expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise _Denied(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            )
+        return access_key
+
+    def _user_of(self, access_key: str) -> str:
+        return self._keys[access_key].parent or access_key
+
+    def _is_admin(self, user: str) -> bool:
+        return user == self.root_access_key or user in self.admins
+
+
+class _Readable:
+    """What minio.crypto.decrypt expects from a urllib3 response."""
+
+    def __init__(self, data: bytes) -> None:
+        self._io = io.BytesIO(data)
+
+    def read(self, amount: int = -1) -> bytes:
+        return self._io.read(amount)
+
+    def close(self) -> None:
+        return None
+
+    def release_conn(self) -> None:
+        return None
+
+
+def _uri(value: str) -> str:
+    return quote(value, safe="-_.~")
+
+
+async def _encrypted(answer: dict[str, Any], secret: str) -> web.Response:
+    data = await asyncio.to_thread(encrypt, json.dumps(answer).encode(), secret)
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+def _admin_error(status: int, code: str, message: str, resource: str) -> web.Response:
+    body = {
+        "Code": code,
+        "Message": message,
+        "Resource": resource,
+        "RequestId": uuid.uuid4().hex[:16].upper(),
+        "HostId": "dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8",
+    }
+    return web.json_response(body, status=status)
+
+
+def _s3_error(status: int, code: str, message: str) -> web.Response:
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>/</Resource>"
+        f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
+    )
+    return web.Response(status=status, text=xml, content_type="application/xml")
+
+
+def _list_buckets(owner: str) -> web.Response:
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Owner><ID>{owner}</ID><DisplayName>minio</DisplayName></Owner><Buckets></Buckets>"
+        "</ListAllMyBucketsResult>"
+    )
+    return web.Response(text=xml, content_type="application/xml")
