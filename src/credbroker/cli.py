@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # botocore's signer logs canonical requests (a presigned URL's session token included) at
+    # DEBUG, and urllib3 logs URLs: never let a verbose root logger pass those on.
+    for noisy in ("botocore", "urllib3", "hvac"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
         return code

@@ -11,7 +11,7 @@
 #   1. policy credbroker-parent    <- every action any space could be given, on BUCKETS only
 #   2. policy credbroker-readonly  <- reads only, on BUCKETS only
 #   3. user   credbroker           <- the broker's parent identity; its OWN keys go into Vault
-#   4. user   credbroker-ro        <- parent identity of the (planned) read-only fallback
+#   4. user   credbroker-ro        <- parent identity of the read-only fallback (config `fallback:`)
 #   5. optionally (BREAKGLASS_HOURS=N): a read-only, expiring access key of credbroker-ro for
 #      emergency direct reads (runbooks/04-break-glass.md)
 #

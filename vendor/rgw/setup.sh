@@ -11,7 +11,7 @@
 # Creates (idempotent: existing users and roles are kept, role policies are overwritten):
 #   user  credbroker-broker   the broker's parent identity; its keys go into Vault. No caps,
 #                             no user policies: it can only call sts:AssumeRole on the role below.
-#   user  credbroker-ro       parent identity of the (planned) read-only fallback.
+#   user  credbroker-ro       parent identity of the read-only fallback (config `fallback:`).
 #   role  credbroker-vend     trust: credbroker-broker; permission: every action any space could
 #                             be given, on BUCKETS only (credbroker-vend-role-policy.json).
 #   role  credbroker-read     trust: credbroker-ro; permission: reads only, on BUCKETS only.
