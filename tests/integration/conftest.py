@@ -6,6 +6,7 @@ with the service keys and the read-only identity's keys seeded there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,8 +144,10 @@ def broker_settings(
 async def broker(
     rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
 ) -> AsyncIterator[Harness]:
-    async for harness in start_broker(rgw, tmp_path):
-        yield harness
+    # aclosing: a failing test still shuts the app down now, not at loop teardown.
+    async with contextlib.aclosing(start_broker(rgw, tmp_path)) as brokers:
+        async for harness in brokers:
+            yield harness
 
 
 def vault_store_config(vault: VaultDouble, state: Path, **options: Any) -> dict[str, Any]:
