@@ -1,7 +1,7 @@
 """Does the object store accept this key? One real SigV4-signed call answers it, nothing else.
 
 Rotation asks twice: "does the new key work?" (before it reaches the secret store) and "is the
-old key refused?" (after it was deleted). Two calls are used:
+old key refused?" (after it was deleted, or its secret scrambled). Two calls are used:
 
     STS  POST /  Action=AssumeRole   the new parent key can do what the broker does with it
     S3   GET  /  (ListBuckets)        the key is known to the object store at all
@@ -14,7 +14,9 @@ How each server answers an unknown (deleted) key, as observed or read at the sou
                  403 on GET / means the key is gone.
     MinIO        403 InvalidAccessKeyId for an unknown key, SignatureDoesNotMatch for a known key
                  with the wrong secret, AccessDenied for a valid key whose policy lacks
-                 s3:ListAllMyBuckets (authenticated, just not allowed).
+                 s3:ListAllMyBuckets (authenticated, just not allowed). A built-in user whose
+                 secret was changed (the pair driver's retire) answers SignatureDoesNotMatch,
+                 on S3 and STS alike: the old secret is refused, the user is not unknown.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from typing import Final
 
 import aiohttp
@@ -33,6 +34,7 @@ from defusedxml import ElementTree
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
+from credbroker.issuers.sts import tls_context
 from credbroker.ports import Issuer
 
 log = logging.getLogger("credbroker.issuers.probe")
@@ -80,12 +82,7 @@ class SignedCallProbe:
         self._region = region
         self._flavor = flavor
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        ssl_context: ssl.SSLContext | bool = True
-        if ca_file:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-        elif not verify_tls:
-            ssl_context = False
-        self._ssl = ssl_context
+        self._ssl = tls_context(verify_tls=verify_tls, ca_file=ca_file)
         self._session: aiohttp.ClientSession | None = None
 
     async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
@@ -108,9 +105,18 @@ class SignedCallProbe:
             aws_code=code,
         )
 
-    async def refuses(self, key: ServiceCredentials) -> bool:
+    async def refuses(
+        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+    ) -> bool:
+        refused = _UNKNOWN_KEY[self._flavor] | {"SignatureDoesNotMatch"}
+        if via == "sts":
+            try:
+                await self.accepts(key, via="sts", role_arn=role_arn)
+            except ObjectStoreRejected as exc:
+                return exc.aws_code in refused
+            return False
         status, code = await self._list_buckets(key)
-        return status == 403 and code in _UNKNOWN_KEY[self._flavor]
+        return status == 403 and code in refused
 
     async def close(self) -> None:
         if self._session is not None:

@@ -49,12 +49,7 @@ class StsIssuer:
         self.region = region
         self._role_arn = role_arn
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        ssl_context: ssl.SSLContext | bool = True
-        if ca_file:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-        elif not verify_tls:
-            ssl_context = False
-        self._ssl = ssl_context
+        self._ssl = tls_context(verify_tls=verify_tls, ca_file=ca_file)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -147,6 +142,13 @@ class StsIssuer:
             self._session = None
             # Let the connector's transports close before the loop goes away.
             await asyncio.sleep(0)
+
+
+def tls_context(*, verify_tls: bool, ca_file: str | None) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=`: a private CA, the system's trust store, or (explicitly) no checks."""
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return verify_tls
 
 
 def _text(root: Any, name: str) -> str:
