@@ -10,6 +10,8 @@ from __future__ import annotations
 class CredbrokerError(Exception):
     code = "internal_error"
     status = 500
+    # Seconds after which trying again makes sense (503s), when the broker knows.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +76,10 @@ class SecretStoreUnavailable(SecretStoreError):
 
 class SecretStoreCircuitOpen(SecretStoreUnavailable):
     """Recent calls failed: the circuit breaker refuses calls until its open interval passes."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SecretStorePermissionDenied(SecretStoreError):

@@ -256,10 +256,12 @@ class Broker:
             if fallback is None:
                 raise
             if access is not Access.READ:
-                raise SecretStoreUnavailable(
+                refused = SecretStoreUnavailable(
                     f"{outage.message}; write access needs the secret store, reads are "
                     "served read-only meanwhile"
-                ) from None
+                )
+                refused.retry_after = outage.retry_after
+                raise refused from None
         return _Parent(fallback.credentials(), fallback.role_arn, READ_ONLY)
 
     async def _issue(

@@ -112,7 +112,8 @@ class CircuitBreaker:
         wait = self.retry_after()
         raise SecretStoreCircuitOpen(
             "the secret store is unreachable (circuit breaker open"
-            + (f", next try in {wait:.1f}s)" if wait else ", a trial call is in flight)")
+            + (f", next try in {wait:.1f}s)" if wait else ", a trial call is in flight)"),
+            retry_after=wait or None,
         )
 
     def succeeded(self, *, trial: bool) -> None:
@@ -213,6 +214,9 @@ class ResilientSecretStore:
             result = await self._bounded(action, path, call, retry=retry)
         except SecretStoreUnavailable as exc:
             self.breaker.failed(exc.message, trial=trial)
+            if exc.retry_after is None:
+                # When the breaker will try again; while it is still closed, soon.
+                exc.retry_after = self.breaker.retry_after() or 1.0
             raise
         except SecretStoreError:
             self.breaker.succeeded(trial=trial)  # it answered, and refused

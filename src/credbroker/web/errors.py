@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from aiohttp import web
@@ -21,10 +22,17 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+DEFAULT_RETRY_AFTER = 5
+
+
+def error_response(
+    status: int, code: str, message: str, *, retry_after: float | None = None
+) -> web.Response:
     response = web.json_response({"error": {"code": code, "message": message}}, status=status)
     if status == 503:
-        response.headers["Retry-After"] = "5"
+        # The breaker's own next-try time when known, in whole seconds (1 to 60).
+        seconds = DEFAULT_RETRY_AFTER if retry_after is None else math.ceil(retry_after)
+        response.headers["Retry-After"] = str(min(60, max(1, seconds)))
     return response
 
 
@@ -43,7 +51,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, UpstreamError):
             metrics.upstream_failures.labels(exc.upstream, exc.code).inc()
             log.warning("%s %s: %s (%s)", request.method, route, exc.message, exc.code)
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
