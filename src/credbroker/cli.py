@@ -123,7 +123,7 @@ def _check_config(args: argparse.Namespace) -> int:
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()
         print(
-            f"  rotation {c.name}: {c.secret_path} ({c.driver.kind} user {c.driver.user}), "
+            f"  rotation {c.name}: {c.secret_path} ({c.driver.kind} user {c.driver.owner}), "
             f"{schedule}, grace {c.grace_seconds:g} s{'' if c.enabled else ', disabled'}"
         )
     if settings.rotation.credentials:

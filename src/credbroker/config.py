@@ -258,18 +258,45 @@ class ScheduleConfig(_Model):
         return Schedule(interval_seconds=self.interval_seconds, cron=self.cron)
 
 
-class KeyDriverConfig(_Model):
-    """The object store's admin API that creates and deletes the user's keys."""
+_UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@=,+-]{0,127}$")]
 
-    kind: Literal["rgw", "minio"]
+
+class KeyDriverConfig(_Model):
+    """The object store's admin API that creates and deletes the user's keys.
+
+    rgw, minio: keys of one `user` (RGW user keys; MinIO access keys, for direct S3 use).
+    minio-users: the MinIO STS parent key, two built-in users with the same policy used in
+    turn (`users`); the one the store does not hold gets a new secret at each rotation.
+    """
+
+    kind: Literal["rgw", "minio", "minio-users"]
     # The object-store user that owns the rotated key (RGW uid, MinIO user name).
-    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@=,+-]{0,127}$")]
+    user: _UserName | None = None
+    # minio-users: the pair, e.g. [credbroker-a, credbroker-b] (vendor/minio/setup.sh).
+    users: list[_UserName] | None = None
+    # minio-users: the policy the standby user must have (attached if missing).
+    policy: _UserName | None = None
     # Secret-store path of the admin keys (fields access_key_id, secret_access_key). RGW: a
-    # user with caps users=write (vendor/rgw). MinIO: the managed user's own keys.
+    # user with caps users=write (vendor/rgw). MinIO access keys: the managed user's own keys.
+    # minio-users: a third user allowed to set the pair's secrets (vendor/minio).
     admin_credentials_path: Annotated[str, StringConstraints(min_length=1)]
     # The admin API's address when it is not object_store.endpoint.
     endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")] | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _user_or_pair(self) -> Self:
+        if self.kind == "minio-users":
+            if self.user is not None or not self.users or len(set(self.users)) != 2:
+                raise ValueError("driver minio-users needs `users`: two different user names")
+        elif self.user is None or self.users is not None or self.policy is not None:
+            raise ValueError(f"driver {self.kind} needs `user` (and no `users` or `policy`)")
+        return self
+
+    @property
+    def owner(self) -> str:
+        """Whose key rotates: the user, or the pair as "a+b"."""
+        return "+".join(sorted(self.users)) if self.users else str(self.user)
 
 
 class ManagedCredentialConfig(_Model):
@@ -406,7 +433,7 @@ class Settings(_Model):
     def _rotation_consistent(self) -> Self:
         for credential in self.rotation.credentials:
             where = f"rotation {credential.name}"
-            if credential.driver.kind != self.object_store.flavor:
+            if credential.driver.kind.split("-")[0] != self.object_store.flavor:
                 raise ValueError(
                     f"{where}: driver {credential.driver.kind} does not match "
                     f"object_store.flavor {self.object_store.flavor}"
@@ -414,8 +441,9 @@ class Settings(_Model):
             if credential.driver.kind == "minio" and credential.verify == "sts":
                 raise ValueError(
                     f"{where}: MinIO refuses AssumeRole signed by an access key; a MinIO "
-                    "access key cannot be the STS parent key (use verify: s3 for a key used "
-                    "directly)"
+                    "access key cannot be the STS parent key: rotate it with driver kind "
+                    "minio-users (two users used in turn), or use verify: s3 for a key used "
+                    "directly"
                 )
             if credential.grace_seconds <= self.secret_cache_seconds:
                 raise ValueError(f"{where}: grace_seconds must exceed secret_cache_seconds")

@@ -157,24 +157,31 @@ class StateStore(Protocol):
 
 
 class KeyDriver(Protocol):
-    """An object store's admin API for one kind of key (Ceph RGW user keys, MinIO access keys).
+    """An object store's admin API for one kind of key (Ceph RGW user keys, MinIO access keys,
+    or a pair of MinIO users used in turn).
 
     Every call is idempotent where the object store allows it. Key ids only cross this port
     outward, except the one secret create_key returns.
     """
 
     kind: str
+    # False: keys come and go (create adds one, delete removes it). True: the keys are fixed
+    # (a pair of users, access key = user name); create gives the one not kept a new secret,
+    # delete gives it a random secret nobody keeps, and list_keys always names both.
+    fixed_keys: bool
 
     async def list_keys(self, user: str) -> list[str]:
         """Access key ids of `user`, sorted."""
         ...
 
-    async def create_key(self, user: str) -> ServiceCredentials:
-        """A new key of `user` (the object store generates id and secret)."""
+    async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
+        """A new key of `user`. `keep` is the key the secret store holds now, which must keep
+        working (a pair driver gives the other key of the pair a fresh secret)."""
         ...
 
     async def delete_key(self, user: str, key_id: str) -> None:
-        """Delete `key_id` if it is a key of `user`; a key already gone is not an error."""
+        """Make `key_id` unusable if it is a key of `user` (delete it, or scramble its secret);
+        a key already gone is not an error."""
         ...
 
     async def close(self) -> None: ...
@@ -189,8 +196,11 @@ class KeyProbe(Protocol):
         ObjectStoreUnavailable if it does not answer."""
         ...
 
-    async def refuses(self, key: ServiceCredentials) -> bool:
-        """True if the store answers that `key` is unknown; False while it still accepts it."""
+    async def refuses(
+        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+    ) -> bool:
+        """True if the store refuses `key` (an unknown id, or a secret that no longer matches),
+        asked the way `via` names; False while it still accepts it."""
         ...
 
     async def close(self) -> None: ...

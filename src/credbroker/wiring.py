@@ -167,7 +167,7 @@ def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> M
     return ManagedCredential(
         name=config.name,
         secret_path=config.secret_path,
-        user=config.driver.user,
+        user=config.driver.owner,
         schedule=config.schedule.to_schedule(),
         grace_seconds=config.grace_seconds,
         verify_via=config.verify,
@@ -188,6 +188,19 @@ def build_key_driver(
     object_store = settings.object_store
     endpoint = config.driver.endpoint or object_store.endpoint
     ca_file = str(object_store.ca_file) if object_store.ca_file else None
+    if config.driver.kind == "minio-users":
+        from credbroker.rotation.minio import MinioUserPairDriver
+
+        return MinioUserPairDriver(
+            users=config.driver.users or [],
+            policy=config.driver.policy,
+            endpoint=endpoint,
+            admin_credentials=admin_credentials,
+            region=object_store.region,
+            verify_tls=object_store.verify_tls,
+            ca_file=ca_file,
+            timeout_seconds=config.driver.timeout_seconds,
+        )
     if config.driver.kind == "minio":
         from credbroker.rotation.minio import MinioKeyDriver
 

@@ -59,6 +59,7 @@ class FakeObjectStore:
 
 class FakeDriver:
     kind = "fake"
+    fixed_keys = False
 
     def __init__(self, world: FakeObjectStore) -> None:
         self.world = world
@@ -67,7 +68,7 @@ class FakeDriver:
         self.world._check("list")
         return self.world.user_keys(user)
 
-    async def create_key(self, user: str) -> ServiceCredentials:
+    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
         self.world._check("create")
         key = self.world.add_key(user)
         self.world._pending[key.access_key_id] = self.world.settle
@@ -95,7 +96,9 @@ class FakeProbe:
         if not self.world.works(key):
             raise ObjectStoreRejected("InvalidAccessKeyId", aws_code="InvalidAccessKeyId")
 
-    async def refuses(self, key: ServiceCredentials) -> bool:
+    async def refuses(
+        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+    ) -> bool:
         self.world._check("refuses")
         if key.access_key_id in self.world._deleted and self._unsettled(key.access_key_id):
             return False

@@ -1,4 +1,6 @@
-"""MinIO access keys (formerly service accounts) through minio-py's MinioAdmin, as a KeyDriver.
+"""MinIO keys through minio-py's MinioAdmin, as KeyDrivers: access keys (formerly service
+accounts, kind `minio`) for direct S3 use, and a pair of built-in users (kind `minio-users`,
+MinioUserPairDriver below) for the STS parent key.
 
     GET    /minio/admin/v3/list-service-accounts?user=U      list_keys   (encrypted answer)
     PUT    /minio/admin/v3/add-service-account               create_key  (encrypted both ways)
@@ -24,7 +26,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+import string
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -53,8 +57,8 @@ class _NotFound(ObjectStoreRejected):
     found"; the same answer for a key of another user, against brute force)."""
 
 
-class MinioKeyDriver:
-    kind = "minio"
+class _MinioAdmin:
+    """MinioAdmin calls in a worker thread, errors translated; shared by both drivers."""
 
     def __init__(
         self,
@@ -74,43 +78,6 @@ class MinioKeyDriver:
         self._ca_file = ca_file
         self._admin_credentials = admin_credentials
         self._timeout = timeout_seconds
-
-    async def list_keys(self, user: str) -> list[str]:
-        text = await self._call("list access keys", user, lambda a: a.list_service_account(user))
-        accounts = _json(text, "list access keys").get("accounts") or []
-        return sorted(
-            str(a["accessKey"])
-            for a in accounts
-            if isinstance(a, dict) and a.get("parentUser") == user and a.get("accessKey")
-        )
-
-    async def create_key(self, user: str) -> ServiceCredentials:
-        if (await self._admin_credentials()).access_key_id != user:
-            # The key would land under the requester (no targetUser), where this driver could
-            # neither see nor clean it up: refuse before creating anything.
-            raise ConfigError(
-                f"minio: the admin credentials for {user} must be {user}'s own keys (access "
-                "key = user name): minio-py sends no targetUser"
-            )
-        text = await self._call(
-            "create access key",
-            user,
-            lambda a: a.add_service_account(description="credbroker rotation"),
-        )
-        created = _json(text, "create access key").get("credentials") or {}
-        key_id, secret = created.get("accessKey"), created.get("secretKey")
-        if not (isinstance(key_id, str) and key_id and isinstance(secret, str) and secret):
-            raise ObjectStoreError(f"minio create access key for {user}: unexpected answer")
-        if key_id not in await self.list_keys(user):
-            await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
-            raise ObjectStoreError(f"minio created access key {key_id}, but not for {user}")
-        return ServiceCredentials(access_key_id=key_id, secret_access_key=secret)
-
-    async def delete_key(self, user: str, key_id: str) -> None:
-        if key_id not in await self.list_keys(user):
-            return  # already gone, or never this user's
-        with contextlib.suppress(_NotFound):  # deleted meanwhile: the goal is reached
-            await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
 
     async def close(self) -> None:
         return None
@@ -150,6 +117,167 @@ class MinioKeyDriver:
             raise error  # outside the handler: no chain keeps the minio/urllib3 exception
 
         return await asyncio.to_thread(run)
+
+
+class MinioKeyDriver(_MinioAdmin):
+    kind = "minio"
+    fixed_keys = False
+
+    async def list_keys(self, user: str) -> list[str]:
+        text = await self._call("list access keys", user, lambda a: a.list_service_account(user))
+        accounts = _json(text, "list access keys").get("accounts") or []
+        return sorted(
+            str(a["accessKey"])
+            for a in accounts
+            if isinstance(a, dict) and a.get("parentUser") == user and a.get("accessKey")
+        )
+
+    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
+        if (await self._admin_credentials()).access_key_id != user:
+            # The key would land under the requester (no targetUser), where this driver could
+            # neither see nor clean it up: refuse before creating anything.
+            raise ConfigError(
+                f"minio: the admin credentials for {user} must be {user}'s own keys (access "
+                "key = user name): minio-py sends no targetUser"
+            )
+        text = await self._call(
+            "create access key",
+            user,
+            lambda a: a.add_service_account(description="credbroker rotation"),
+        )
+        created = _json(text, "create access key").get("credentials") or {}
+        key_id, secret = created.get("accessKey"), created.get("secretKey")
+        if not (isinstance(key_id, str) and key_id and isinstance(secret, str) and secret):
+            raise ObjectStoreError(f"minio create access key for {user}: unexpected answer")
+        if key_id not in await self.list_keys(user):
+            await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
+            raise ObjectStoreError(f"minio created access key {key_id}, but not for {user}")
+        return ServiceCredentials(access_key_id=key_id, secret_access_key=secret)
+
+    async def delete_key(self, user: str, key_id: str) -> None:
+        if key_id not in await self.list_keys(user):
+            return  # already gone, or never this user's
+        with contextlib.suppress(_NotFound):  # deleted meanwhile: the goal is reached
+            await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
+
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 40  # MinIO's maximum secret key length
+
+
+def new_secret() -> str:
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+def pair_label(users: Sequence[str]) -> str:
+    """The `user` a pair credential is known by (status, logs, the Rotator's calls)."""
+    return "+".join(sorted(users))
+
+
+class MinioUserPairDriver(_MinioAdmin):
+    """The STS parent key on MinIO: two built-in users with the same policy, used in turn
+    (dual accounts). A user's access key is its name and it has exactly one secret, so a
+    "key" here is a user, and it never goes away:
+
+        PUT  /minio/admin/v3/add-user?accessKey=U   {"status":"enabled","secretKey":S}, encrypted
+        GET  /minio/admin/v3/list-users             list_keys (the pair members that exist)
+        GET  /minio/admin/v3/user-info?accessKey=U  status and policies of the standby
+        POST /minio/admin/v3/idp/builtin/policy/attach   only if `policy` is missing
+
+    create_key(keep=K) gives the other user a fresh random secret (enabled) and makes sure it
+    has `policy`; delete_key(U) gives U a random secret that is never kept anywhere. The admin
+    credentials are a third identity with admin:CreateUser, admin:ListUsers, admin:GetUser and
+    admin:AttachUserOrGroupPolicy (vendor/minio/setup.sh): a user may change only its own
+    secret, and the pair members must stay plain parents.
+
+    Why a retire scrambles the secret instead of disabling or removing the user (minio/minio
+    cmd/iam-store.go, read 2026-11):
+    - IAMStoreSys.DeleteUser "Delete[s] any STS and service account derived from this
+      credential first": removing the user would kill every key vended from it at once.
+    - iamCache.policyDBGet: "When looking for a user's policies, we also check if the user ...
+      [is] enabled"; a disabled (invalid) user yields no policies, and STS credentials are
+      authorised through their parent user's policies: disabling would deny them all too.
+    - IAMStoreSys.AddUser (what add-user does to an existing user) only replaces the user's own
+      identity (secret, status); derived STS credentials are left alone, and their session
+      tokens are signed with the deployment's token signing key (getTokenSigningKey, the root
+      secret), not the parent's secret. So keys vended before a rotation work until they
+      expire, while AssumeRole signed with the old secret fails with SignatureDoesNotMatch.
+    Note that add-user also sets status enabled, so a scramble re-enables a disabled user.
+    """
+
+    kind = "minio-users"
+    fixed_keys = True
+
+    def __init__(
+        self,
+        *,
+        users: Sequence[str],
+        policy: str | None,
+        endpoint: str,
+        admin_credentials: AdminCredentials,
+        region: str = "",
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(
+            endpoint=endpoint,
+            admin_credentials=admin_credentials,
+            region=region,
+            verify_tls=verify_tls,
+            ca_file=ca_file,
+            timeout_seconds=timeout_seconds,
+        )
+        if len(set(users)) != 2:
+            raise ConfigError("minio-users: exactly two different users")
+        self.users = tuple(sorted(users))
+        self.label = pair_label(users)
+        self._policy = policy
+
+    async def list_keys(self, user: str) -> list[str]:
+        self._is_pair(user)
+        text = await self._call("list users", user, lambda a: a.user_list())
+        existing = _json(text, "list users")
+        return [u for u in self.users if u in existing]
+
+    async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
+        self._is_pair(user)
+        if keep not in self.users:
+            raise ConfigError(
+                f"minio-users: the secret store holds key {keep}, which is not a user of the "
+                f"pair {self.label}; nothing was changed"
+            )
+        standby = self.users[1] if keep == self.users[0] else self.users[0]
+        if (await self._admin_credentials()).access_key_id in self.users:
+            # Scrambling the admin's own secret would lock the driver out of the pair.
+            raise ConfigError("minio-users: the admin credentials must not be a pair member")
+        secret = new_secret()
+        await self._call("set secret", standby, lambda a: a.user_add(standby, secret))
+        info = _json(
+            await self._call("user info", standby, lambda a: a.user_info(standby)), "user info"
+        )
+        if info.get("status") != "enabled":
+            raise ObjectStoreError(f"minio user {standby} is not enabled after add-user")
+        policies = [p for p in str(info.get("policyName") or "").split(",") if p]
+        policy = self._policy
+        if policy is not None and policy not in policies:
+            await self._call(
+                "attach policy", standby, lambda a: a.attach_policy([policy], user=standby)
+            )
+        log.info("minio-users: %s has a new secret (standby of %s)", standby, keep)
+        return ServiceCredentials(access_key_id=standby, secret_access_key=secret)
+
+    async def delete_key(self, user: str, key_id: str) -> None:
+        self._is_pair(user)
+        if key_id not in await self.list_keys(user):
+            return  # not a pair member, or removed by hand: never create a user here
+        await self._call(
+            "scramble secret", key_id, lambda a: a.user_add(key_id, new_secret())
+        )  # the random secret is generated inside the call and never kept
+
+    def _is_pair(self, user: str) -> None:
+        if user != self.label:
+            raise ConfigError(f"minio-users: this driver manages {self.label}, not {user}")
 
 
 def _json(text: str, action: str) -> dict[str, Any]:

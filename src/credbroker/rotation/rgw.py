@@ -37,6 +37,7 @@ AdminCredentials = Callable[[], Awaitable[ServiceCredentials]]
 
 class RgwKeyDriver:
     kind = "rgw"
+    fixed_keys = False
 
     def __init__(
         self,
@@ -58,7 +59,7 @@ class RgwKeyDriver:
         info = await self._call("list keys", user, lambda admin: admin.get_user(uid=user))
         return sorted(_key_ids(info.get("keys", []) if isinstance(info, dict) else [], user))
 
-    async def create_key(self, user: str) -> ServiceCredentials:
+    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
         before = set(await self.list_keys(user))
         keys = await self._call(
             "create key",

@@ -23,6 +23,12 @@ knows where a killed one stopped and repairs it:
                       new key is an orphan and is deleted
     stored            the grace goes on; old_deleted: delete again (idempotent), then prove
 
+A pair driver (MinIO `minio-users`: two built-in users used in turn, rotation/minio_users.py)
+has fixed keys: create gives the user the store does not hold a fresh secret, and "delete" gives
+a user a random secret nobody keeps. The phases above hold unchanged: clean and delete scramble
+the user the store does not hold (so an interrupted create's secret, which only the dead process
+knew, dies too), and prove signs with the old secret, which must be refused.
+
 The store's current key is never deleted, and nothing is deleted unless that key is one of the
 user's keys (a wrong `user` in the config would otherwise delete someone else's keys). A failed
 run leaves the old key in service, is logged and counted, and is retried with exponential
@@ -372,7 +378,7 @@ class Rotator:
                 next_due_at=now,  # if this run dies, the next one resumes at once
             )
         )
-        new = await driver.create_key(spec.user)
+        new = await driver.create_key(spec.user, keep=old.access_key_id)
         record = await self._save(
             replace(record, phase=Phase.CREATED, new_key_id=new.access_key_id)
         )
@@ -481,13 +487,23 @@ class Rotator:
             try:
                 async for attempt in self._retrying((_StillAccepted, ObjectStoreUnavailable)):
                     with attempt:
-                        if not await self._probe.refuses(old):
+                        if not await self._probe.refuses(
+                            old, via=spec.verify_via, role_arn=spec.role_arn
+                        ):
                             raise _StillAccepted()
             except _StillAccepted:
                 raise RotationFailed(
                     f"old key {record.old_key_id} is still accepted {self._verify_timeout:g} s "
                     "after its deletion"
                 ) from None
+        elif driver.fixed_keys:
+            # A pair's keys are always listed, and no admin API shows a secret: the scramble
+            # above is all that can be done without the old secret to sign with.
+            log.warning(
+                "rotation %s: old secret of %s unreadable; its scramble is not proven",
+                spec.name,
+                record.old_key_id,
+            )
         elif record.old_key_id in await driver.list_keys(spec.user):
             raise RotationFailed(f"old key {record.old_key_id} is still listed after deletion")
         now = self._clock()
@@ -546,11 +562,14 @@ class Rotator:
         if keep not in keys:
             raise RotationFailed(
                 f"the secret at {spec.secret_path} holds key {keep}, which is not a key of "
-                f"{spec.user}; nothing was deleted (check rotation.credentials[].driver.user)"
+                f"{spec.user}; nothing was deleted (check rotation.credentials[].driver.user, "
+                "or users)"
             )
         strays = [key for key in keys if key != keep]
         for key in strays:
-            if key == retiring:
+            if driver.fixed_keys:  # the pair's other user: retired or standby, scrambled again
+                log.info("rotation %s: scrambling the secret of %s", spec.name, key)
+            elif key == retiring:
                 log.info("rotation %s: deleting old key %s of %s", spec.name, key, spec.user)
             else:
                 log.warning("rotation %s: deleting stray key %s of %s", spec.name, key, spec.user)

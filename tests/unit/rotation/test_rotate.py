@@ -443,8 +443,8 @@ async def test_a_kill_while_creating_leaves_no_orphan(world: World) -> None:
         def __init__(self) -> None:
             self.inner = world.objects.driver
 
-        async def create_key(self, user: str) -> ServiceCredentials:
-            await self.inner.create_key(user)
+        async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
+            await self.inner.create_key(user, keep=keep)
             raise SimulatedKill()
 
         def __getattr__(self, name: str) -> Any:

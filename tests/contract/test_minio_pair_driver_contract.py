@@ -1,0 +1,142 @@
+"""The MinIO user-pair driver's contract (kind minio-users), run against the MinIO double and,
+when MINIO_ENDPOINT + MINIO_ADMIN_ACCESS_KEY + MINIO_ADMIN_SECRET_KEY are set, a real MinIO
+(two throw-away users, removed afterwards; the admin keys drive the pair, as in production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from credbroker.domain import ServiceCredentials
+from credbroker.errors import ConfigError, ObjectStoreRejected
+from credbroker.issuers.probe import SignedCallProbe
+from credbroker.issuers.sts import StsIssuer
+from credbroker.rotation.minio import MinioUserPairDriver, pair_label
+from tests.contract.test_minio_driver_contract import REAL, _real_admin
+from tests.doubles.minio_admin import MinioAdminDouble
+
+
+@dataclass
+class Pair:
+    endpoint: str
+    region: str
+    admin: ServiceCredentials
+    first: ServiceCredentials  # the member the store holds at the start
+
+    @property
+    def users(self) -> tuple[str, str]:
+        return self.first.access_key_id, self.other
+
+    other: str = ""
+
+    def driver(self, admin: ServiceCredentials | None = None) -> MinioUserPairDriver:
+        chosen = admin or self.admin
+
+        async def admin_credentials() -> ServiceCredentials:
+            return chosen
+
+        return MinioUserPairDriver(
+            users=self.users,
+            policy=None,
+            endpoint=self.endpoint,
+            admin_credentials=admin_credentials,
+            region=self.region,
+            timeout_seconds=5,
+        )
+
+
+@pytest.fixture(params=["double", "real"])
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    tag = secrets.token_hex(4)
+    first = ServiceCredentials(f"cbpair-{tag}-a", secrets.token_urlsafe(24))
+    other = f"cbpair-{tag}-b"
+    if request.param == "double":
+        async with MinioAdminDouble() as double:
+            admin = ServiceCredentials("cbadmin", secrets.token_urlsafe(24))
+            double.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
+            double.add_user(first.access_key_id, first.secret_access_key)
+            double.add_user(other, secrets.token_urlsafe(24))
+            yield Pair(double.endpoint, double.region, admin, first, other)
+        return
+    if not all(os.environ.get(v) for v in REAL):
+        pytest.skip("real MinIO needs " + ", ".join(REAL))
+    endpoint = os.environ["MINIO_ENDPOINT"]
+    real = _real_admin(endpoint)
+    for name, secret in ((first.access_key_id, first.secret_access_key), (other, "x" * 40)):
+        await asyncio.to_thread(real.user_add, name, secret)
+    admin = ServiceCredentials(
+        os.environ["MINIO_ADMIN_ACCESS_KEY"], os.environ["MINIO_ADMIN_SECRET_KEY"]
+    )
+    try:
+        yield Pair(endpoint, os.environ.get("MINIO_REGION", "us-east-1"), admin, first, other)
+    finally:
+        for name in (first.access_key_id, other):
+            await asyncio.to_thread(real.user_remove, name)
+
+
+async def _refused(pair: Pair, key: ServiceCredentials) -> str | None:
+    issuer = StsIssuer(endpoint=pair.endpoint, region=pair.region, role_arn=None)
+    try:
+        await issuer.assume_role(key, policy="{}", duration_seconds=900, session_name="t")
+    except ObjectStoreRejected as exc:
+        return exc.aws_code
+    finally:
+        await issuer.close()
+    return None
+
+
+async def test_both_users_are_listed(pair: Pair) -> None:
+    assert await pair.driver().list_keys(pair_label(pair.users)) == sorted(pair.users)
+
+
+async def test_create_sets_the_standby_and_leaves_the_kept_user_alone(pair: Pair) -> None:
+    label = pair_label(pair.users)
+    new = await pair.driver().create_key(label, keep=pair.first.access_key_id)
+
+    assert new.access_key_id == pair.other
+    assert len(new.secret_access_key) == 40
+    assert await _refused(pair, new) is None  # a real signed AssumeRole
+    assert await _refused(pair, pair.first) is None  # the kept user still works
+
+
+async def test_delete_scrambles_so_the_old_secret_is_refused(pair: Pair) -> None:
+    label = pair_label(pair.users)
+    driver = pair.driver()
+    issuer = StsIssuer(endpoint=pair.endpoint, region=pair.region, role_arn=None)
+    probe = SignedCallProbe(
+        issuer=issuer,
+        endpoint=pair.endpoint,
+        region=pair.region,
+        flavor="minio",
+    )
+    try:
+        await driver.delete_key(label, pair.first.access_key_id)
+
+        assert await _refused(pair, pair.first) == "SignatureDoesNotMatch"
+        assert await probe.refuses(pair.first, via="sts")
+        assert await driver.list_keys(label) == sorted(pair.users)  # never removed
+        await driver.delete_key(label, "not-a-member")  # nothing to do, no user created
+        assert await driver.list_keys(label) == sorted(pair.users)
+    finally:
+        await probe.close()
+        await issuer.close()
+
+
+async def test_a_store_key_outside_the_pair_changes_nothing(pair: Pair) -> None:
+    with pytest.raises(ConfigError, match="not a user of the pair"):
+        await pair.driver().create_key(pair_label(pair.users), keep="someone-else")
+    assert await _refused(pair, pair.first) is None
+
+
+async def test_a_pair_member_as_admin_is_refused(pair: Pair) -> None:
+    with pytest.raises(ConfigError, match="pair member"):
+        await pair.driver(admin=pair.first).create_key(
+            pair_label(pair.users), keep=pair.first.access_key_id
+        )
+    assert await _refused(pair, pair.first) is None

@@ -1,0 +1,263 @@
+"""The MinIO STS parent key rotated by the dual-account pattern (driver minio-users), end to
+end: wiring from real Settings, the MinIO double (admin API with encrypted bodies, SigV4, and
+STS AssumeRole as MinIO answers it), the Vault double (KV v2 with cas), a SQLite state store.
+
+Vending here is what the broker's vend does with its parent key: read it from the secret store
+at call time, then AssumeRole with it (credbroker.vend over StsIssuer), without the web app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from credbroker import wiring
+from credbroker.config import Settings
+from credbroker.domain import RotationPhase, ServiceCredentials, TemporaryCredentials
+from credbroker.errors import ObjectStoreRejected
+from credbroker.issuers.sts import StsIssuer
+from credbroker.observability import Metrics
+from credbroker.secrets.vault import VaultKV2Store
+from tests.doubles.minio_admin import MinioAdminDouble
+from tests.doubles.vault import VaultDouble
+
+PATH = "credbroker/object-store/service"
+ADMIN = "credbroker/object-store/minio-admin"
+PAIR = ("credbroker-a", "credbroker-b")
+POLICY = "credbroker-parent"
+VENDS = 50
+_READ = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/ENG/*"]}
+        ],
+    }
+)
+
+
+class SimulatedKill(BaseException):
+    """The process dies here (not an Exception: the Rotator must not record it)."""
+
+
+def settings(minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> Settings:
+    (tmp_path / "token").write_text("rotation-token")
+    raw: dict[str, Any] = {
+        "secret_store": {
+            "kind": "vault",
+            "url": vault.url,
+            "auth": {"method": "token", "token": {"file": str(tmp_path / "token")}},
+        },
+        "secret_cache_seconds": 0,
+        "object_store": {"flavor": "minio", "endpoint": minio.endpoint, "region": minio.region},
+        "spaces": {"ENG": {"bucket": "confluence-exports", "prefix": "ENG/"}},
+        "audit": {"path": None},
+        "rotation": {
+            "credentials": [
+                {
+                    "name": "service",
+                    "secret_path": PATH,
+                    "driver": {
+                        "kind": "minio-users",
+                        "users": list(PAIR),
+                        "policy": POLICY,
+                        "admin_credentials_path": ADMIN,
+                    },
+                    "schedule": {"interval_seconds": 86400},
+                    "grace_seconds": 0.5,
+                    "verify": "sts",
+                }
+            ],
+            "verify_timeout_seconds": 5,
+        },
+        "state": {"kind": "sqlite", "path": str(tmp_path / "state.sqlite3")},
+    }
+    return Settings.model_validate(raw)
+
+
+class World:
+    def __init__(self, minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> None:
+        self.minio, self.vault, self.tmp_path = minio, vault, tmp_path
+        self.config = settings(minio, vault, tmp_path)
+        self.store = VaultKV2Store(vault.url, token="rotation-token")
+        self.issuer = StsIssuer(endpoint=minio.endpoint, region=minio.region, role_arn=None)
+        self.first = ServiceCredentials(PAIR[0], secrets.token_urlsafe(24))
+
+    async def seed(self) -> None:
+        admin = ServiceCredentials("credbroker-admin", secrets.token_urlsafe(24))
+        self.minio.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
+        self.minio.add_user(PAIR[0], self.first.secret_access_key)
+        self.minio.add_user(PAIR[1], secrets.token_urlsafe(24))  # setup.sh: nobody keeps it
+        self.vault.add_token("rotation-token")
+        await self.store.write(PATH, self.first.as_secret_data(), cas=0)
+        await self.store.write(ADMIN, admin.as_secret_data(), cas=0)
+
+    async def current(self) -> ServiceCredentials:
+        return ServiceCredentials.from_secret(await self.store.read(PATH))
+
+    async def vend(self) -> TemporaryCredentials:
+        """As the broker vends: the parent key read at call time, then AssumeRole."""
+        parent = await self.current()
+        return await self.issuer.assume_role(
+            parent, policy=_READ, duration_seconds=900, session_name="vend"
+        )
+
+    async def close(self) -> None:
+        await self.issuer.close()
+        await self.store.close()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> Any:
+    async with MinioAdminDouble() as minio, VaultDouble() as vault:
+        w = World(minio, vault, tmp_path)
+        await w.seed()
+        try:
+            yield w
+        finally:
+            await w.close()
+
+
+async def list_buckets(endpoint: str, region: str, key: TemporaryCredentials) -> int:
+    """A signed S3 call with an STS key (its session token included): the HTTP status."""
+    request = AWSRequest(method="GET", url=endpoint + "/")
+    S3SigV4Auth(
+        Credentials(key.access_key_id, key.secret_access_key, key.session_token), "s3", region
+    ).add_auth(request)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(request.url, headers=dict(request.headers.items())) as response,
+    ):
+        return response.status
+
+
+async def refused_code(world: World, key: ServiceCredentials) -> str | None:
+    """None if AssumeRole with `key` works, else MinIO's error code."""
+    try:
+        await world.issuer.assume_role(key, policy=_READ, duration_seconds=900, session_name="t")
+    except ObjectStoreRejected as exc:
+        return exc.aws_code
+    return None
+
+
+async def test_50_vends_over_a_rotation_all_succeed_and_the_old_secret_dies(
+    world: World,
+) -> None:
+    before = await world.vend()  # an STS key vended before the rotation
+    results: list[BaseException | TemporaryCredentials] = []
+
+    async def vend(i: int) -> None:
+        await asyncio.sleep(1.5 * i / VENDS)
+        try:
+            results.append(await world.vend())
+        except Exception as exc:
+            results.append(exc)
+
+    async with wiring.rotation(
+        world.config, store=world.store, issuer=world.issuer, metrics=Metrics()
+    ) as rotator:
+
+        async def rotate() -> Any:
+            await asyncio.sleep(0.2)
+            return await rotator.run("service", force=True, wait=True)
+
+        *_, outcome = await asyncio.gather(*(vend(i) for i in range(VENDS)), rotate())
+        [status] = await rotator.status()
+
+    assert outcome.result == "completed", outcome.record.last_error
+    assert [r for r in results if not isinstance(r, TemporaryCredentials)] == []
+    assert len(results) == VENDS
+    new = await world.current()
+    assert new.access_key_id == PAIR[1]  # the standby took over
+    assert len(new.secret_access_key) == 40
+    assert outcome.record.old_key_id == PAIR[0]
+    assert world.minio.users() == sorted([*PAIR, "credbroker-admin"])  # nobody removed
+    assert world.minio.user_policies(PAIR[1]) == [POLICY]  # attached while creating
+    assert await refused_code(world, new) is None  # the store's user works
+    assert await refused_code(world, world.first) == "SignatureDoesNotMatch"  # old secret dead
+    assert world.minio.secret_of(PAIR[0]) != world.first.secret_access_key
+    # MinIO (iam-store.go AddUser): a parent's new secret leaves its STS keys alone.
+    assert await list_buckets(world.minio.endpoint, world.minio.region, before) == 200
+    assert status.keys == list(PAIR)
+    assert status.current_key_id == PAIR[1]
+    assert status.problems == []
+    assert new.secret_access_key not in json.dumps(status.as_dict(), default=str)
+
+
+async def test_two_rotations_alternate_the_pair(world: World) -> None:
+    async with wiring.rotation(
+        world.config, store=world.store, issuer=world.issuer, metrics=Metrics()
+    ) as rotator:
+        first = await rotator.run("service", force=True, wait=True)
+        middle = await world.current()
+        second = await rotator.run("service", force=True, wait=True)
+
+    assert (first.result, second.result) == ("completed", "completed")
+    final = await world.current()
+    assert (middle.access_key_id, final.access_key_id) == (PAIR[1], PAIR[0])
+    assert await refused_code(world, middle) == "SignatureDoesNotMatch"
+    assert await refused_code(world, world.first) == "SignatureDoesNotMatch"
+    assert await refused_code(world, final) is None
+
+
+async def test_a_disabled_parent_denies_its_vended_keys_which_is_why_retire_scrambles(
+    world: World,
+) -> None:
+    """MinIO's policyDBGet finds no policy for a disabled user, and an STS key is authorised
+    through its parent: disabling the old user would break every key vended from it."""
+    vended = await world.vend()
+    assert await list_buckets(world.minio.endpoint, world.minio.region, vended) == 200
+
+    world.minio._keys[PAIR[0]].status = "off"  # mc admin user disable
+
+    assert await list_buckets(world.minio.endpoint, world.minio.region, vended) == 403
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [
+        RotationPhase.CREATING,
+        RotationPhase.CREATED,
+        RotationPhase.VERIFIED,
+        RotationPhase.STORED,
+        RotationPhase.OLD_DELETED,
+    ],
+)
+async def test_a_run_killed_after_each_phase_is_repaired(
+    world: World, phase: RotationPhase
+) -> None:
+    async def die(name: str, reached: RotationPhase) -> None:
+        if reached is phase:
+            raise SimulatedKill()
+
+    with pytest.raises(SimulatedKill):
+        async with wiring.rotation(
+            world.config, store=world.store, issuer=world.issuer, metrics=Metrics(), checkpoint=die
+        ) as rotator:
+            await rotator.run("service", force=True, wait=True)
+    standby = PAIR[1]
+    secret_at_death = world.minio.secret_of(standby)
+
+    async with wiring.rotation(
+        world.config, store=world.store, issuer=world.issuer, metrics=Metrics()
+    ) as rotator:
+        outcome = await rotator.run("service", force=True, wait=True)
+
+    assert outcome.result == "completed", outcome.record.last_error
+    current = await world.current()
+    assert await refused_code(world, current) is None  # the store's user works
+    # Every other secret either user had is refused: the first one, and whatever the killed
+    # run set on the standby (it lived only in the dead process).
+    for old in (world.first, ServiceCredentials(standby, secret_at_death)):
+        if old.secret_access_key != current.secret_access_key:
+            assert await refused_code(world, old) == "SignatureDoesNotMatch"
+    assert outcome.record.phase is RotationPhase.DONE
