@@ -163,3 +163,45 @@ def test_rotate_without_managed_credentials_says_so(
 ) -> None:
     assert main(["rotate", "--config", str(write(tmp_path))]) == 2
     assert "no rotation.credentials" in capsys.readouterr().err
+
+
+PAIR_DRIVER: dict[str, Any] = {
+    "kind": "minio-users",
+    "users": ["credbroker-a", "credbroker-b"],
+    "admin_credentials_path": "credbroker/object-store/minio-rotator",
+}
+
+
+def test_minio_sts_parent_rotates_with_the_user_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    minio = {**BASE["object_store"], "flavor": "minio"}
+    path = write(tmp_path, object_store=minio, rotation=with_service(driver=PAIR_DRIVER))
+    [credential] = load_settings(path).rotation.credentials
+    assert credential.verify == "sts"
+    assert credential.driver.owner == "credbroker-a+credbroker-b"
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "credbroker-a" in out and "credbroker-b" in out
+
+
+@pytest.mark.parametrize(
+    ("driver", "reason"),
+    [
+        ({**PAIR_DRIVER, "users": ["credbroker-a"]}, "two different user names"),
+        ({**PAIR_DRIVER, "users": ["credbroker-a", "credbroker-a"]}, "two different user names"),
+        ({**PAIR_DRIVER, "user": "credbroker-a"}, "two different user names"),
+        ({**SERVICE["driver"], "kind": "minio", "users": ["a", "b"]}, "needs `user`"),
+    ],
+)
+def test_the_pair_driver_needs_exactly_two_users(
+    tmp_path: Path, driver: dict[str, Any], reason: str
+) -> None:
+    minio = {**BASE["object_store"], "flavor": "minio"}
+    with pytest.raises(ConfigError, match=reason):
+        load_settings(write(tmp_path, object_store=minio, rotation=with_service(driver=driver)))
+
+
+def test_the_pair_driver_is_for_minio_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"does not match object_store\.flavor rgw"):
+        load_settings(write(tmp_path, rotation=with_service(driver=PAIR_DRIVER)))
