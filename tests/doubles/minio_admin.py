@@ -189,7 +189,10 @@ class MinioAdminDouble:
             if admin:
                 return _admin_error(denied.status, denied.code, denied.message, request.path)
             if request.method == "POST" and request.path == "/":
-                return _sts_error(denied.status, denied.code, denied.message)
+                # cmd/sts-handlers.go apiToSTSError: STS answers every authentication failure
+                # (unknown key, wrong signature, disabled key) as AccessDenied.
+                code = "AccessDenied" if denied.status == 403 else denied.code
+                return _sts_error(denied.status, code, denied.message)
             return _s3_error(denied.status, denied.code, denied.message)
 
     # --- users (cmd/admin-handlers-users.go) and their STS keys (cmd/sts-handlers.go) -------

@@ -10,28 +10,52 @@
 # What it does:
 #   1. policy credbroker-parent    <- every action any space could be given, on BUCKETS only
 #   2. policy credbroker-readonly  <- reads only, on BUCKETS only
-#   3. user   credbroker           <- the broker's parent identity; its OWN keys go into Vault
-#   4. user   credbroker-ro        <- parent identity of the read-only fallback (config `fallback:`)
-#   5. optionally (BREAKGLASS_HOURS=N): a read-only, expiring access key of credbroker-ro for
+#   3. policy credbroker-rotator   <- the admin actions rotation driver `minio-users` calls
+#   4. users  credbroker-a, credbroker-b <- the broker's parent identities, used in turn by the
+#      rotation (driver kind minio-users, README.md here). Both get credbroker-parent. Only the
+#      FIRST one's keys are written out: they go into the store at object_store.credentials_path.
+#      The second one gets a random secret that is never kept; the broker gives it a fresh one at
+#      its first rotation.
+#   5. user   credbroker-ro        <- parent identity of the read-only fallback (config `fallback:`)
+#   6. user   credbroker-rotator   <- the pair driver's admin identity (driver
+#      admin_credentials_path); never one of the pair
+#   7. optionally (BREAKGLASS_HOURS=N): a read-only, expiring access key of credbroker-ro for
 #      emergency direct reads (runbooks/04-break-glass.md)
 #
-# Why the broker holds the USER's keys and not an access key (`mc admin accesskey create`):
+# Why the broker holds a USER's keys and not an access key (`mc admin accesskey create`):
 # MinIO refuses AssumeRole signed by an access key (service account) or by STS credentials:
 # "Temporary credentials or Service accounts cannot generate further temporary credentials"
 # (minio/minio cmd/sts-handlers.go, checkAssumeRoleAuth). Access keys are fine for direct use.
+# A built-in user has exactly one secret, hence two users for a rotation without downtime.
 #
 # Secrets are generated here and written to files under OUT_DIR (mode 0600), never echoed.
-# Seed them into Vault (vendor/vault/README.md), then delete OUT_DIR.
+# Seed them into the secret store (vendor/vault/README.md, `credbroker secrets put`), then delete
+# OUT_DIR.
 set -euo pipefail
 
 ALIAS=${MC_ALIAS:?set MC_ALIAS to an mc alias with admin rights}
 BUCKETS=${BUCKETS:?set BUCKETS to the space-separated bucket names used in the config}
-BROKER_USER=${BROKER_USER:-credbroker}
+# The pair of driver `minio-users` (its `users:`): exactly two names.
+PAIR_USERS=${PAIR_USERS:-credbroker-a credbroker-b}
 READONLY_USER=${READONLY_USER:-credbroker-ro}
+ROTATOR_USER=${ROTATOR_USER:-credbroker-rotator}
 PARENT_POLICY=${PARENT_POLICY:-credbroker-parent}
 READONLY_POLICY=${READONLY_POLICY:-credbroker-readonly}
+ROTATOR_POLICY=${ROTATOR_POLICY:-credbroker-rotator}
 OUT_DIR=${OUT_DIR:-./credbroker-minio-keys}
 BREAKGLASS_HOURS=${BREAKGLASS_HOURS:-}
+
+read -r -a pair <<<"$PAIR_USERS"
+if [ "${#pair[@]}" -ne 2 ] || [ "${pair[0]}" = "${pair[1]}" ]; then
+  echo "PAIR_USERS must be two different user names" >&2
+  exit 1
+fi
+for u in "${pair[@]}"; do
+  if [ "$u" = "$ROTATOR_USER" ] || [ "$u" = "$READONLY_USER" ]; then
+    echo "$u cannot be both a pair member and $ROTATOR_USER/$READONLY_USER" >&2
+    exit 1
+  fi
+done
 
 umask 077
 mkdir -p "$OUT_DIR"
@@ -68,26 +92,49 @@ policy_json '"s3:GetObject","s3:PutObject","s3:DeleteObject","s3:AbortMultipartU
   '"s3:ListBucket","s3:ListBucketMultipartUploads"' >"$work/parent.json"
 policy_json '"s3:GetObject"' '"s3:ListBucket"' >"$work/readonly.json"
 
+# Exactly the admin calls of MinioUserPairDriver (src/credbroker/rotation/minio.py, through
+# minio-py's MinioAdmin), each with the action MinIO checks (minio/minio
+# cmd/admin-handlers-users.go; names in minio/pkg policy/admin-action.go):
+#   user_add     PUT  add-user                   AddUser: admin:CreateUser (also sets a secret)
+#   user_list    GET  list-users                 ListUsers: admin:ListUsers
+#   user_info    GET  user-info                  GetUserInfo: admin:GetUser
+#   attach_policy POST idp/builtin/policy/attach AttachDetachPolicyBuiltin:
+#                admin:UpdatePolicyAssociation (current releases accept
+#                admin:AttachUserOrGroupPolicy instead); only called when driver.policy is set
+#                and the standby lacks it
+# Admin actions take no Resource: they cannot be limited to the pair. admin:CreateUser lets this
+# identity set the secret of ANY built-in user: keep its keys like an admin's.
+cat >"$work/rotator.json" <<'JSON'
+{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["admin:CreateUser","admin:ListUsers","admin:GetUser","admin:UpdatePolicyAssociation"]}]}
+JSON
+
 # `mc admin policy create` overwrites a policy of the same name, so re-running updates it.
 mc admin policy create "$ALIAS" "$PARENT_POLICY" "$work/parent.json"
 mc admin policy create "$ALIAS" "$READONLY_POLICY" "$work/readonly.json"
+mc admin policy create "$ALIAS" "$ROTATOR_POLICY" "$work/rotator.json"
 
-create_user() { # create_user USER POLICY: new secret, stored in OUT_DIR/USER.json
-  local user=$1 policy=$2 secret
+create_user() { # create_user USER POLICY KEEP: new secret; KEEP=yes stores it in OUT_DIR/USER.json
+  local user=$1 policy=$2 keep=$3 secret
   if mc admin user info "$ALIAS" "$user" >/dev/null 2>&1; then
-    echo "user $user exists: left as is (to rotate its secret, see runbooks/03-revoke-a-client.md)"
+    echo "user $user exists: left as is (its secret is rotated by credbroker, runbooks/06-rotation.md)"
   else
     secret=$(random_secret)
     # The access key of a MinIO built-in user is its user name.
     mc admin user add "$ALIAS" "$user" "$secret"
-    printf '{"access_key_id": "%s", "secret_access_key": "%s"}\n' "$user" "$secret" >"$OUT_DIR/$user.json"
-    echo "user $user created; keys in $OUT_DIR/$user.json"
+    if [ "$keep" = yes ]; then
+      printf '{"access_key_id": "%s", "secret_access_key": "%s"}\n' "$user" "$secret" >"$OUT_DIR/$user.json"
+      echo "user $user created; keys in $OUT_DIR/$user.json"
+    else
+      echo "user $user created with a random secret that is not kept (the broker sets its own)"
+    fi
   fi
   mc admin policy attach "$ALIAS" "$policy" --user "$user" ||
     echo "(policy $policy was probably attached already)"
 }
-create_user "$BROKER_USER" "$PARENT_POLICY"
-create_user "$READONLY_USER" "$READONLY_POLICY"
+create_user "${pair[0]}" "$PARENT_POLICY" yes
+create_user "${pair[1]}" "$PARENT_POLICY" no
+create_user "$READONLY_USER" "$READONLY_POLICY" yes
+create_user "$ROTATOR_USER" "$ROTATOR_POLICY" yes
 
 if [ -n "$BREAKGLASS_HOURS" ]; then
   # An expiring access key of the read-only user, for emergency direct reads by a human.
@@ -100,5 +147,9 @@ if [ -n "$BREAKGLASS_HOURS" ]; then
 fi
 
 echo
-echo "Next: seed $OUT_DIR/$BROKER_USER.json into Vault (vendor/vault/README.md), then:"
+echo "Next: seed the keys into the secret store (vendor/vault/README.md), e.g."
+echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/service < $OUT_DIR/${pair[0]}.json"
+echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/read-only < $OUT_DIR/$READONLY_USER.json"
+echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/minio-rotator < $OUT_DIR/$ROTATOR_USER.json"
+echo "(the last path is the rotation driver's admin_credentials_path), then:"
 echo "  rm -rf $OUT_DIR"

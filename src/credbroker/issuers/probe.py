@@ -15,8 +15,9 @@ How each server answers an unknown (deleted) key, as observed or read at the sou
     MinIO        403 InvalidAccessKeyId for an unknown key, SignatureDoesNotMatch for a known key
                  with the wrong secret, AccessDenied for a valid key whose policy lacks
                  s3:ListAllMyBuckets (authenticated, just not allowed). A built-in user whose
-                 secret was changed (the pair driver's retire) answers SignatureDoesNotMatch,
-                 on S3 and STS alike: the old secret is refused, the user is not unknown.
+                 secret was changed (the pair driver's retire) answers SignatureDoesNotMatch
+                 on S3. MinIO's STS maps every authentication failure to AccessDenied
+                 (cmd/sts-handlers.go apiToSTSError), so over STS the refusal is AccessDenied.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ class SignedCallProbe:
             try:
                 await self.accepts(key, via="sts", role_arn=role_arn)
             except ObjectStoreRejected as exc:
-                return exc.aws_code in refused
+                # STS answers every authentication failure as AccessDenied on both servers
+                # (MinIO: cmd/sts-handlers.go apiToSTSError). For a key that could AssumeRole
+                # until its retirement, that is the refusal being proven.
+                return exc.aws_code in refused | {"AccessDenied"}
             return False
         status, code = await self._list_buckets(key)
         return status == 403 and code in refused
