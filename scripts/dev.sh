@@ -18,5 +18,5 @@ eval "$(bash scripts/rgw-dev.sh env "$DEV/rgw")"
 
 .venv/bin/python scripts/dev_seed.py --dir "$DEV" --port "$BROKER_PORT"
 echo
-echo "credbroker: serving on http://127.0.0.1:$BROKER_PORT  (token in $DEV/client-token; Ctrl-C stops)"
+echo "credbroker: serving on http://127.0.0.1:$BROKER_PORT  (tokens in $DEV/client-token and $DEV/admin-token; Ctrl-C stops)"
 .venv/bin/credbroker serve --config "$DEV/credbroker.yaml"
