@@ -9,6 +9,7 @@ inode, size and mtime and re-read it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import fcntl
 import json
 import os
@@ -83,7 +84,9 @@ class EmbeddedSecretStore:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-            contents = self._load()
+            # A copy: nothing may change what readers see until the new file is on disk. A
+            # failed write must leave the old version current, in memory as on disk.
+            contents = copy.deepcopy(self._load())
             entry = contents["secrets"].get(path)
             current = entry["current"] if entry else 0
             if cas is not None and cas != current:
@@ -99,10 +102,12 @@ class EmbeddedSecretStore:
             entry["current"] = version
             for old in sorted(int(v) for v in entry["versions"])[:-_KEEP_VERSIONS]:
                 del entry["versions"][str(old)]
-            new_contents = {**contents, "secrets": {**contents["secrets"], path: entry}}
-            plaintext = json.dumps(new_contents, sort_keys=True).encode()
-            write_atomically(self._path, seal(self._key, plaintext, purpose=_PURPOSE))
-            self._stamp = None  # force a re-read of what we just wrote
+            contents["secrets"][path] = entry
+            plaintext = json.dumps(contents, sort_keys=True).encode()
+            try:
+                write_atomically(self._path, seal(self._key, plaintext, purpose=_PURPOSE))
+            finally:
+                self._stamp = None  # re-read whatever is on disk now
             return version
 
     async def check(self) -> None:
