@@ -15,6 +15,7 @@ from credbroker.config import (
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
+from credbroker.credentials import CredentialSource
 from credbroker.domain import ServiceCredentials
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.issuers.probe import SignedCallProbe
@@ -23,7 +24,7 @@ from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
 from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
 from credbroker.secrets.embedded import EmbeddedSecretStore
-from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
+from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import load_key
 from credbroker.vend import SpaceTarget, TtlLimits
 
@@ -46,6 +47,22 @@ def build_secret_store(
         backoff_seconds=resilience.backoff_seconds,
         backoff_max_seconds=resilience.backoff_max_seconds,
     )
+
+
+def build_credentials(settings: Settings, store: ResilientSecretStore) -> CredentialSource:
+    """The service key, read at call time. When the store's breaker opens, the cached key is
+    dropped: a store known to be unreachable must not keep authorising writes from a cache
+    (reads then go read-only through the fallback, writes get 503)."""
+    source = CredentialSource(
+        store, settings.object_store.credentials_path, cache_seconds=settings.secret_cache_seconds
+    )
+
+    def forget_on_outage(state: BreakerState) -> None:
+        if state is BreakerState.OPEN:
+            source.invalidate()
+
+    store.breaker.subscribe(forget_on_outage)
+    return source
 
 
 def build_fallback(

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.credentials import CredentialSource
 from credbroker.errors import CredbrokerError
 from credbroker.observability import Metrics
 from credbroker.rotation.scheduler import RotationScheduler
@@ -60,11 +59,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     app[ISSUER] = issuer
     if fallback is not None:
         app[FALLBACK] = fallback
-    app[CREDENTIALS] = CredentialSource(
-        store,
-        settings.object_store.credentials_path,
-        cache_seconds=settings.secret_cache_seconds,
-    )
+    app[CREDENTIALS] = wiring.build_credentials(settings, store)
     app[BROKER] = Broker(
         spaces=wiring.space_targets(settings),
         ttl=wiring.ttl_limits(settings),
