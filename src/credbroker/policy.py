@@ -108,7 +108,9 @@ def validate_object_key(key: str) -> str:
     """Validate the object-key part (relative to the scope prefix) of a presign request."""
     if not isinstance(key, str) or not key or key.endswith("/"):
         raise InvalidRequest("key must name an object, not a folder", code="invalid_key")
-    if _KEY_FORBIDDEN.search(key):
+    # isprintable(): also refuses C1 controls, bidi overrides, zero-width and line separators,
+    # which would make keys in URLs and audit records read differently than they are.
+    if _KEY_FORBIDDEN.search(key) or not key.isprintable():
         raise InvalidRequest(
             "key may not contain control characters, wildcards, quotes or backslashes",
             code="invalid_key",

@@ -244,6 +244,7 @@ async def test_missing_or_wrong_token_is_401(broker: Harness, authorization: str
         "/v1/credentials", json={"space": "ENG", "access": "read"}, headers=headers
     )
     assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await response.json())["error"]["code"] == "unauthenticated"
 
 
@@ -313,6 +314,7 @@ async def test_unknown_routes_and_methods_get_json_errors(broker: Harness) -> No
     assert (await broker.client.get("/v1/nope")).status == 404
     response = await broker.client.get("/v1/credentials")
     assert response.status == 405
+    assert response.headers["Allow"] == "POST"
     assert (await response.json())["error"]["code"] == "method_not_allowed"
 
 

@@ -51,12 +51,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, UpstreamError):
             metrics.upstream_failures.labels(exc.upstream, exc.code).inc()
             log.warning("%s %s: %s (%s)", request.method, route, exc.message, exc.code)
-        return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+        response = error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="credbroker"'  # RFC 6750
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         outcome = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
-        return error_response(exc.status, outcome, exc.reason)
+        response = error_response(exc.status, outcome, exc.reason)
+        if "Allow" in exc.headers:  # 405 must say which methods are allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         outcome = "internal_error"
         log.exception("unhandled error on %s %s", request.method, route)
