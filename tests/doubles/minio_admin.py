@@ -56,6 +56,8 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import web
 from minio.crypto import decrypt, encrypt
 
+from tests.doubles.loopback import LoopbackServer
+
 _ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 _ADMIN_PREFIX = "/minio/admin/v3/"
@@ -82,7 +84,7 @@ class _Key:
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-class MinioAdminDouble:
+class MinioAdminDouble(LoopbackServer):
     def __init__(
         self,
         *,
@@ -90,40 +92,17 @@ class MinioAdminDouble:
         root_secret_key: str = "minioroot-secret-key",  # noqa: S107 - a test double's
         region: str = "us-east-1",
     ) -> None:
+        super().__init__()
         self.root_access_key = root_access_key
         self.region = region
         self.admins: set[str] = set()
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         self.fail_next_status: list[int] = []  # answer the next requests with these statuses
         self._keys: dict[str, _Key] = {root_access_key: _Key(root_secret_key)}
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
-        self._port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MinioAdminDouble:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return self.base_url
 
     # --- controls and views for tests -----------------------------------------------------
 

@@ -38,6 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.doubles.loopback import LoopbackServer
+
 
 @dataclass(frozen=True)
 class Policies:
@@ -85,8 +87,11 @@ class _Version:
         }
 
 
-class VaultDouble:
+class VaultDouble(LoopbackServer):
+    route = "/v1/{tail:.*}"
+
     def __init__(self, *, mount: str = "secret") -> None:
+        super().__init__()
         self.mount = mount
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         self.issued_tokens: list[str] = []  # client tokens handed out by AppRole logins
@@ -96,36 +101,10 @@ class VaultDouble:
         self._sealed = False
         self._hang = 0.0
         self._failures: list[tuple[int, list[str]]] = []
-        self._port = 0
-        self._runner: web.AppRunner | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1: a free port the first time, the same port after stop()."""
-        app = web.Application()
-        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
-        self._port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the listener: clients now get connection refused. State is kept."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> VaultDouble:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return self.base_url
 
     @property
     def request_count(self) -> int:

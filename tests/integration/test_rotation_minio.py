@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Any
 
 from credbroker import wiring
 from credbroker.config import Settings
@@ -22,6 +21,7 @@ from credbroker.rotation.minio import MinioKeyDriver
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.minio_admin import MinioAdminDouble
 from tests.doubles.vault import VaultDouble
+from tests.integration.minio_settings import minio_rotation_settings
 
 PATH = "credbroker/object-store/app"
 ADMIN = "credbroker/object-store/app-owner"
@@ -29,33 +29,18 @@ USER = "credbroker-app"
 
 
 def settings(minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> Settings:
-    (tmp_path / "token").write_text("rotation-token")
-    raw: dict[str, Any] = {
-        "secret_store": {
-            "kind": "vault",
-            "url": vault.url,
-            "auth": {"method": "token", "token": {"file": str(tmp_path / "token")}},
+    return minio_rotation_settings(
+        minio,
+        vault,
+        tmp_path,
+        {
+            "name": "app",
+            "secret_path": PATH,
+            "driver": {"kind": "minio", "user": USER, "admin_credentials_path": ADMIN},
+            "schedule": {"cron": "0 3 * * 1"},
+            "verify": "s3",
         },
-        "secret_cache_seconds": 0,
-        "object_store": {"flavor": "minio", "endpoint": minio.endpoint, "region": minio.region},
-        "spaces": {"ENG": {"bucket": "confluence-exports", "prefix": "ENG/"}},
-        "audit": {"path": None},
-        "rotation": {
-            "credentials": [
-                {
-                    "name": "app",
-                    "secret_path": PATH,
-                    "driver": {"kind": "minio", "user": USER, "admin_credentials_path": ADMIN},
-                    "schedule": {"cron": "0 3 * * 1"},
-                    "grace_seconds": 0.5,
-                    "verify": "s3",
-                }
-            ],
-            "verify_timeout_seconds": 5,
-        },
-        "state": {"kind": "sqlite", "path": str(tmp_path / "state.sqlite3")},
-    }
-    return Settings.model_validate(json.loads(json.dumps(raw)))
+    )
 
 
 async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path) -> None:

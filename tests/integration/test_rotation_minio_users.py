@@ -29,6 +29,7 @@ from credbroker.observability import Metrics
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.minio_admin import MinioAdminDouble
 from tests.doubles.vault import VaultDouble
+from tests.integration.minio_settings import minio_rotation_settings
 
 PATH = "credbroker/object-store/service"
 ADMIN = "credbroker/object-store/minio-admin"
@@ -50,38 +51,23 @@ class SimulatedKill(BaseException):
 
 
 def settings(minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> Settings:
-    (tmp_path / "token").write_text("rotation-token")
-    raw: dict[str, Any] = {
-        "secret_store": {
-            "kind": "vault",
-            "url": vault.url,
-            "auth": {"method": "token", "token": {"file": str(tmp_path / "token")}},
+    return minio_rotation_settings(
+        minio,
+        vault,
+        tmp_path,
+        {
+            "name": "service",
+            "secret_path": PATH,
+            "driver": {
+                "kind": "minio-users",
+                "users": list(PAIR),
+                "policy": POLICY,
+                "admin_credentials_path": ADMIN,
+            },
+            "schedule": {"interval_seconds": 86400},
+            "verify": "sts",
         },
-        "secret_cache_seconds": 0,
-        "object_store": {"flavor": "minio", "endpoint": minio.endpoint, "region": minio.region},
-        "spaces": {"ENG": {"bucket": "confluence-exports", "prefix": "ENG/"}},
-        "audit": {"path": None},
-        "rotation": {
-            "credentials": [
-                {
-                    "name": "service",
-                    "secret_path": PATH,
-                    "driver": {
-                        "kind": "minio-users",
-                        "users": list(PAIR),
-                        "policy": POLICY,
-                        "admin_credentials_path": ADMIN,
-                    },
-                    "schedule": {"interval_seconds": 86400},
-                    "grace_seconds": 0.5,
-                    "verify": "sts",
-                }
-            ],
-            "verify_timeout_seconds": 5,
-        },
-        "state": {"kind": "sqlite", "path": str(tmp_path / "state.sqlite3")},
-    }
-    return Settings.model_validate(raw)
+    )
 
 
 class World:
