@@ -2,8 +2,9 @@
 end: wiring from real Settings, the MinIO double (admin API with encrypted bodies, SigV4, and
 STS AssumeRole as MinIO answers it), the Vault double (KV v2 with cas), a SQLite state store.
 
-Vending here is what the broker's vend does with its parent key: read it from the secret store
-at call time, then AssumeRole with it (credbroker.vend over StsIssuer), without the web app.
+Most tests vend as the broker does with its parent key (read it from the secret store at call
+time, then AssumeRole); the last one drives the real web app: rule requests and an operator's
+forced rotation over HTTP.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +250,70 @@ async def test_a_run_killed_after_each_phase_is_repaired(
         if old.secret_access_key != current.secret_access_key:
             assert await refused_code(world, old) == "AccessDenied"
     assert outcome.record.phase is RotationPhase.DONE
+
+
+async def test_vends_through_the_http_api_survive_a_rotation_forced_by_an_admin(
+    world: World,
+) -> None:
+    """The whole product on the MinIO double: Confluence-style POST /v1/credentials requests in
+    flight while an operator forces a pair rotation through the admin API."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from credbroker.callers.tokens import new_token
+    from credbroker.web.app import create_app
+
+    rule_token, rule_hash = new_token()
+    admin_token, admin_hash = new_token()
+    raw = world.config.model_dump(mode="json")
+    raw["clients"] = [
+        {"id": "rule", "token_sha256": rule_hash, "spaces": ["ENG"], "max_access": "read"},
+        {"id": "ops", "token_sha256": admin_hash, "spaces": ["ENG"], "admin": True},
+    ]
+    client = TestClient(TestServer(create_app(Settings.model_validate(raw))))
+    await client.start_server()
+    try:
+        before = await world.current()
+
+        async def vend(i: int) -> tuple[int, dict[str, Any]]:
+            await asyncio.sleep(i * 0.02)  # spread over the rotation and its 0.5 s grace
+            response = await client.post(
+                "/v1/credentials",
+                json={"space": "ENG", "access": "read", "rule": f"r{i}"},
+                headers={"Authorization": f"Bearer {rule_token}"},
+            )
+            return response.status, await response.json()
+
+        async def rotate() -> tuple[int, dict[str, Any]]:
+            await asyncio.sleep(0.1)
+            response = await client.post(
+                "/v1/admin/rotations/service?wait=true",
+                headers={"Authorization": f"Bearer {admin_token}"},
+            )
+            return response.status, await response.json()
+
+        rotation, *vends = await asyncio.gather(rotate(), *(vend(i) for i in range(VENDS)))
+        assert rotation[0] == 200, rotation
+        assert (rotation[1]["result"], rotation[1]["phase"]) == ("completed", "done"), rotation
+        assert (rotation[1]["oldKeyId"], rotation[1]["newKeyId"]) == PAIR
+        assert [status for status, _ in vends] == [201] * VENDS, [b for s, b in vends if s != 201]
+        after = await world.current()
+        assert after.access_key_id != before.access_key_id  # the other user of the pair
+        # The vends spanned the switch: keys were minted by both users of the pair.
+        minted_by = {
+            user
+            for user in PAIR
+            for _, body in vends
+            if body["accessKeyId"] in world.minio.sts_keys(user)
+        }
+        assert minted_by == set(PAIR), minted_by
+        for _, body in (vends[0], vends[-1]):  # keys from before and after the switch work
+            key = TemporaryCredentials(
+                body["accessKeyId"],
+                body["secretAccessKey"],
+                body["sessionToken"],
+                datetime.fromisoformat(body["expiration"]),
+            )
+            assert await list_buckets(world.minio.endpoint, world.minio.region, key) == 200
+        assert await refused_code(world, before) == "AccessDenied"  # the old secret is dead
+    finally:
+        await client.close()
