@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rgwadmin.rgw import RGWAdmin
@@ -40,6 +41,44 @@ class Identity:
     @property
     def admin_key(self) -> ServiceCredentials:
         return ServiceCredentials(self.rgw.admin_access_key, self.rgw.admin_secret_key)
+
+    def broker_seed(self, service_path: str, admin_path: str) -> dict[str, dict[str, str]]:
+        """What the broker's secret store holds: this user's first key and the RGW admin's."""
+        return {
+            service_path: self.initial.as_secret_data(),
+            admin_path: self.admin_key.as_secret_data(),
+        }
+
+    def rotation_overrides(
+        self, service_path: str, admin_path: str, state_dir: Path, *, grace: float
+    ) -> dict[str, Any]:
+        """Broker settings (start_broker overrides) that vend for and rotate this user's key."""
+        return {
+            "object_store": {
+                "flavor": "rgw",
+                "endpoint": self.rgw.endpoint,
+                "region": self.rgw.region,
+                "role_arn": self.role_arn,
+                "credentials_path": service_path,
+            },
+            "rotation": {
+                "credentials": [
+                    {
+                        "name": "service",
+                        "secret_path": service_path,
+                        "driver": {
+                            "kind": "rgw",
+                            "user": self.uid,
+                            "admin_credentials_path": admin_path,
+                        },
+                        "schedule": {"interval_seconds": 86400},
+                        "grace_seconds": grace,
+                    }
+                ],
+                "verify_timeout_seconds": 10,
+            },
+            "state": {"kind": "sqlite", "path": str(state_dir / "rotation.sqlite3")},
+        }
 
     def access_keys(self) -> list[str]:
         """The user's access keys as RGW lists them (the admin ops API, no cache)."""

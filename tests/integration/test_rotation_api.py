@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,50 +18,17 @@ pytestmark = pytest.mark.rgw
 ADMIN_PATH = "credbroker/object-store/rgw-admin"
 
 
-def rotation_overrides(rgw: RgwServer, identity: Identity, tmp_path: Path) -> dict[str, Any]:
-    return {
-        "object_store": {
-            "flavor": "rgw",
-            "endpoint": rgw.endpoint,
-            "region": rgw.region,
-            "role_arn": identity.role_arn,
-            "credentials_path": SERVICE_PATH,
-        },
-        "rotation": {
-            "credentials": [
-                {
-                    "name": "service",
-                    "secret_path": SERVICE_PATH,
-                    "driver": {
-                        "kind": "rgw",
-                        "user": identity.uid,
-                        "admin_credentials_path": ADMIN_PATH,
-                    },
-                    "schedule": {"interval_seconds": 86400},
-                    "grace_seconds": 60,
-                }
-            ],
-            "verify_timeout_seconds": 10,
-        },
-        "state": {"kind": "sqlite", "path": str(tmp_path / "rotation.sqlite3")},
-    }
-
-
 @pytest.fixture
 async def harness(
     rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
 ) -> AsyncIterator[tuple[Harness, Identity]]:
     identity = create_identity(rgw, prefix="cbapi")
-    seed = {
-        SERVICE_PATH: identity.initial.as_secret_data(),
-        ADMIN_PATH: identity.admin_key.as_secret_data(),
-    }
     broker = start_broker(
         rgw,
         tmp_path,
         admin_clients=["ops-admin"],
-        seed=seed,
-        **rotation_overrides(rgw, identity, tmp_path),
+        seed=identity.broker_seed(SERVICE_PATH, ADMIN_PATH),
+        **identity.rotation_overrides(SERVICE_PATH, ADMIN_PATH, tmp_path, grace=60),
     )
     try:
         async with aclosing(broker):

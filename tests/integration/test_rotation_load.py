@@ -37,38 +37,14 @@ async def test_200_concurrent_vends_over_a_forced_rotation_all_succeed(
     rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
 ) -> None:
     identity = create_identity(rgw, prefix="cbload")
-    overrides: dict[str, Any] = {
-        "secret_cache_seconds": 0.2,
-        "object_store": {
-            "flavor": "rgw",
-            "endpoint": rgw.endpoint,
-            "region": rgw.region,
-            "role_arn": identity.role_arn,
-            "credentials_path": SERVICE_PATH,
-            "ttl": {"min_seconds": 900, "default_seconds": 900, "max_seconds": 3600},
-        },
-        "rotation": {
-            "credentials": [
-                {
-                    "name": "service",
-                    "secret_path": SERVICE_PATH,
-                    "driver": {
-                        "kind": "rgw",
-                        "user": identity.uid,
-                        "admin_credentials_path": ADMIN_PATH,
-                    },
-                    "schedule": {"interval_seconds": 86400},
-                    "grace_seconds": GRACE,
-                }
-            ],
-            "verify_timeout_seconds": 10,
-        },
-        "state": {"kind": "sqlite", "path": str(tmp_path / "rotation.sqlite3")},
+    overrides = identity.rotation_overrides(SERVICE_PATH, ADMIN_PATH, tmp_path, grace=GRACE)
+    overrides["secret_cache_seconds"] = 0.2
+    overrides["object_store"]["ttl"] = {
+        "min_seconds": 900,
+        "default_seconds": 900,
+        "max_seconds": 3600,
     }
-    seed = {
-        SERVICE_PATH: identity.initial.as_secret_data(),
-        ADMIN_PATH: identity.admin_key.as_secret_data(),
-    }
+    seed = identity.broker_seed(SERVICE_PATH, ADMIN_PATH)
     try:
         broker = start_broker(rgw, tmp_path, admin_clients=["ops-admin"], seed=seed, **overrides)
         async with aclosing(broker):  # a failure still stops the app before the loop closes
