@@ -26,28 +26,45 @@ import asyncpg
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import ConfigError, RotationBusy, StateStoreError
-from credbroker.state.records import COLUMNS, INT_COLUMNS, TIME_COLUMNS, from_row, to_row
+from credbroker.state.migrations import Migration, checked
+from credbroker.state.records import COLUMNS, from_row, to_row
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-def _column_type(name: str) -> str:
-    if name == "credential":
-        return "text PRIMARY KEY"
-    if name in TIME_COLUMNS:
-        return "timestamptz"
-    if name in INT_COLUMNS:
-        return "bigint" if name != "attempts" else "integer NOT NULL DEFAULT 0"
-    if name == "phase":
-        return "text NOT NULL"
-    return "text"
-
-
-# Applied in order, each exactly once. Never edit one that shipped: add the next.
-_MIGRATIONS: tuple[str, ...] = (
-    "CREATE TABLE {schema}.rotation_state ("
-    + ", ".join(f"{name} {_column_type(name)}" for name in COLUMNS)
-    + ")",
+# Frozen text (state/migrations.py): applied in order, each once, recorded in
+# {schema}.schema_migrations. Never edit one that shipped: add the next. {schema} is the
+# validated schema name.
+MIGRATIONS: tuple[Migration, ...] = checked(
+    (
+        Migration(
+            1,
+            "rotation_state: one row per managed credential",
+            (
+                (
+                    "CREATE TABLE {schema}.rotation_state ("
+                    "credential text PRIMARY KEY, "
+                    "phase text NOT NULL, "
+                    "current_key_id text, "
+                    "current_key_since timestamptz, "
+                    "old_key_id text, "
+                    "new_key_id text, "
+                    "old_version bigint, "
+                    "new_version bigint, "
+                    "started_at timestamptz, "
+                    "stored_at timestamptz, "
+                    "finished_at timestamptz, "
+                    "last_success_at timestamptz, "
+                    "last_error text, "
+                    "attempts integer NOT NULL DEFAULT 0, "
+                    "next_due_at timestamptz, "
+                    "schedule_fingerprint text, "
+                    "updated_at timestamptz"
+                    ")"
+                ),
+            ),
+        ),
+    )
 )
 
 
@@ -167,13 +184,14 @@ class PostgresStateStore:
                 )
                 rows = await connection.fetch(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 - validated schema name
                 done = {row["version"] for row in rows}
-                for version, statement in enumerate(_MIGRATIONS, start=1):
-                    if version in done:
+                for migration in MIGRATIONS:
+                    if migration.version in done:
                         continue
-                    await connection.execute(statement.format(schema=schema))
+                    for statement in migration.statements:
+                        await connection.execute(statement.format(schema=schema))
                     await connection.execute(
                         f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)",  # noqa: S608 - validated schema name
-                        version,
+                        migration.version,
                     )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise _error("migrate", exc) from None

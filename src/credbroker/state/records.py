@@ -1,19 +1,50 @@
-"""The one mapping between a RotationRecord and a table row, shared by both adapters."""
+"""The one mapping between a RotationRecord and a table row, shared by both adapters.
+
+The columns are listed here, not derived from the dataclass: the tables are made by frozen
+migrations (state/migrations.py), so a new RotationRecord field needs a column here and a new
+migration in each store that adds it, with a default equal to the field's default (old rows
+then read as they did). tests/contract/test_state_migrations.py fails until all three agree.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from credbroker.domain import RotationPhase, RotationRecord
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RotationRecord))
+COLUMNS: tuple[str, ...] = (
+    "credential",
+    "phase",
+    "current_key_id",
+    "current_key_since",
+    "old_key_id",
+    "new_key_id",
+    "old_version",
+    "new_version",
+    "started_at",
+    "stored_at",
+    "finished_at",
+    "last_success_at",
+    "last_error",
+    "attempts",
+    "next_due_at",
+    "schedule_fingerprint",
+    "updated_at",
+)
+# Every datetime field: timezone-aware in the record; timestamptz in PostgreSQL, ISO text in
+# SQLite.
 TIME_COLUMNS = frozenset(
-    name
-    for name in COLUMNS
-    if name.endswith("_at") or name.endswith("_since")  # every datetime field
+    {
+        "current_key_since",
+        "started_at",
+        "stored_at",
+        "finished_at",
+        "last_success_at",
+        "next_due_at",
+        "updated_at",
+    }
 )
 INT_COLUMNS = frozenset({"old_version", "new_version", "attempts"})
 

@@ -24,23 +24,44 @@ from typing import TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
-from credbroker.state.records import COLUMNS, INT_COLUMNS, TIME_COLUMNS, from_row, to_row
+from credbroker.state.migrations import Migration, checked
+from credbroker.state.records import COLUMNS, TIME_COLUMNS, from_row, to_row
 
 _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# Applied in order; PRAGMA user_version records how many ran. Never edit one that shipped.
-_MIGRATIONS: tuple[str, ...] = (
-    "CREATE TABLE rotation_state ("
-    + ", ".join(
-        f"{name} TEXT PRIMARY KEY"
-        if name == "credential"
-        else f"{name} INTEGER"
-        if name in INT_COLUMNS
-        else f"{name} TEXT"
-        for name in COLUMNS
+# Frozen text (state/migrations.py): applied in order, each once; PRAGMA user_version records
+# how many ran. Never edit one that shipped: add the next. Times are ISO 8601 text.
+MIGRATIONS: tuple[Migration, ...] = checked(
+    (
+        Migration(
+            1,
+            "rotation_state: one row per managed credential",
+            (
+                (
+                    "CREATE TABLE rotation_state ("
+                    "credential TEXT PRIMARY KEY, "
+                    "phase TEXT, "
+                    "current_key_id TEXT, "
+                    "current_key_since TEXT, "
+                    "old_key_id TEXT, "
+                    "new_key_id TEXT, "
+                    "old_version INTEGER, "
+                    "new_version INTEGER, "
+                    "started_at TEXT, "
+                    "stored_at TEXT, "
+                    "finished_at TEXT, "
+                    "last_success_at TEXT, "
+                    "last_error TEXT, "
+                    "attempts INTEGER, "
+                    "next_due_at TEXT, "
+                    "schedule_fingerprint TEXT, "
+                    "updated_at TEXT"
+                    ")"
+                ),
+            ),
+        ),
     )
-    + ")",
 )
 
 
@@ -161,9 +182,10 @@ class SqliteStateStore:
         db.execute("BEGIN IMMEDIATE")  # one migrating process at a time
         try:
             applied = int(db.execute("PRAGMA user_version").fetchone()[0])
-            for number, statement in enumerate(_MIGRATIONS[applied:], start=applied + 1):
-                db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number:d}")
+            for migration in MIGRATIONS[applied:]:
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {migration.version:d}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
