@@ -19,7 +19,7 @@ from credbroker.callers.tokens import new_token
 from credbroker.config import load_settings
 from credbroker.errors import CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
-from credbroker.policy import worst_case_policy_chars
+from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
 from credbroker.rotation.rotate import Outcome
 from credbroker.secrets.sealing import new_key
 
@@ -115,10 +115,14 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: ok")
     print(f"  secret store: {settings.secret_store.kind}")
-    print(f"  object store: {settings.object_store.flavor} at {settings.object_store.endpoint}")
+    flavor = settings.object_store.flavor
+    print(f"  object store: {flavor.value} at {settings.object_store.endpoint}")
     for key, space in sorted(settings.spaces.items()):
-        size = worst_case_policy_chars(space.bucket, space.prefix)
-        print(f"  space {key}: s3://{space.bucket}/{space.prefix} (largest policy {size} chars)")
+        size = worst_case_policy_chars(space.bucket, space.prefix, flavor)
+        print(
+            f"  space {key}: s3://{space.bucket}/{space.prefix} (largest policy {size} of "
+            f"{MAX_POLICY_CHARS} chars as {flavor.value} counts them)"
+        )
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from credbroker.domain import Access, Client
+from credbroker.domain import Access, Client, Flavor
 from credbroker.errors import ConfigError, InvalidRequest
 from credbroker.policy import (
     MAX_POLICY_CHARS,
@@ -35,7 +35,8 @@ from credbroker.policy import (
 )
 from credbroker.rotation.schedule import Schedule
 
-# MinIO's AssumeRole accepts 900 s to 7 days.
+# STS servers accept 900 s at least (MinIO up to 365 days: internal/config/constants.go). The
+# broker caps keys at 7 days: a longer-lived key is a standing credential, not a vended one.
 STS_MIN_TTL = 900
 STS_MAX_TTL = 7 * 24 * 3600
 
@@ -164,7 +165,7 @@ class TtlConfig(_Model):
 
 
 class ObjectStoreConfig(_Model):
-    flavor: Literal["minio", "rgw"] = "minio"
+    flavor: Flavor = Flavor.MINIO
     endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")]
     # The address handed to automations, when it differs from the one the broker uses.
     public_endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")] | None = (
@@ -177,10 +178,13 @@ class ObjectStoreConfig(_Model):
     credentials_path: str = "credbroker/object-store/service"
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     ttl: TtlConfig = TtlConfig()
+    # How far the store's clock may run ahead of the broker's: a key whose Expiration is later
+    # than asked by more than this is refused (MinIO's MINIO_STS_DURATION overrides the TTL).
+    clock_skew_seconds: float = Field(default=60.0, ge=0, le=600)
 
     @model_validator(mode="after")
     def _rgw_needs_role(self) -> Self:
-        if self.flavor == "rgw" and not self.role_arn:
+        if self.flavor is Flavor.RGW and not self.role_arn:
             raise ValueError("Ceph RGW requires role_arn (arn:aws:iam:::role/NAME)")
         return self
 
@@ -388,15 +392,23 @@ class Settings(_Model):
     @field_validator("spaces")
     @classmethod
     def _space_keys(cls, value: dict[str, SpaceConfig]) -> dict[str, SpaceConfig]:
-        for key, space in value.items():
+        for key in value:
             _as_value_error(validate_space_key, key)
-            size = worst_case_policy_chars(space.bucket, space.prefix)
+        return value
+
+    @model_validator(mode="after")
+    def _space_policies_fit(self) -> Self:
+        """The largest policy a request could produce fits, as this flavor counts it."""
+        flavor = self.object_store.flavor
+        for key, space in self.spaces.items():
+            size = worst_case_policy_chars(space.bucket, space.prefix, flavor)
             if size > MAX_POLICY_CHARS:
                 raise ValueError(
-                    f"space {key}: its largest session policy would be {size} characters, "
-                    f"over MinIO's {MAX_POLICY_CHARS}; shorten the bucket or prefix"
+                    f"space {key}: its largest session policy would be {size} characters as "
+                    f"{flavor.value} counts them, over {MAX_POLICY_CHARS}; shorten the bucket "
+                    "or prefix"
                 )
-        return value
+        return self
 
     @model_validator(mode="after")
     def _clients_consistent(self) -> Self:
@@ -425,7 +437,7 @@ class Settings(_Model):
                 "fallback.credentials_path must name a read-only identity, "
                 "not object_store.credentials_path"
             )
-        if self.object_store.flavor == "rgw" and not self.fallback.role_arn:
+        if self.object_store.flavor is Flavor.RGW and not self.fallback.role_arn:
             raise ValueError("Ceph RGW requires fallback.role_arn (the read-only role)")
         return self
 

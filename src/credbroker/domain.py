@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+class Flavor(enum.StrEnum):
+    """Which object store speaks STS and S3 for us. Each has its own policy language rules."""
+
+    MINIO = "minio"
+    RGW = "rgw"
+
+
 class Access(enum.StrEnum):
     READ = "read"
     WRITE = "write"

@@ -134,6 +134,15 @@ class ObjectStoreRejected(ObjectStoreError):
         return self.aws_code in _STALE_KEY_CODES
 
 
+class KeyOutlivesRequest(ObjectStoreError):
+    """The object store issued a key that lives longer than asked (MinIO with MINIO_STS_DURATION
+    set ignores DurationSeconds). Such a key is never handed out: it would outlive the
+    client's maximum TTL. A server setting to fix, not an outage."""
+
+    code = "sts_duration_ignored"
+    status = 502
+
+
 _STALE_KEY_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AccessDenied"}
 )

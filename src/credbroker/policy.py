@@ -11,13 +11,15 @@ import json
 import re
 from typing import Any, Final
 
-from credbroker.domain import Access, Scope
+from credbroker.domain import Access, Flavor, Scope
 from credbroker.errors import InvalidRequest
 
-# MinIO's AssumeRole accepts a session policy of 1 to 2048 characters (docs/sts/assume-role.md).
+# MinIO's AssumeRole accepts a session policy of up to 2048 bytes as it re-serialises it
+# (cmd/sts-handlers.go, maxSTSSessionPolicySize); RGW the same number of characters as sent.
 MAX_POLICY_CHARS: Final = 2048
-# A write policy names its prefix three times and a presign-PUT policy its key twice: these caps
-# keep the worst case under MAX_POLICY_CHARS (check-config proves it per space). They also keep
+# A write policy names its prefix up to three times and a presign-PUT policy its key up to twice:
+# these caps keep the worst case under MAX_POLICY_CHARS (check-config proves it per space and
+# flavor; a key is measured as the policy spells it, see encoded_size). They also keep
 # every Resource ARN far below ~1,590 characters, where RGW 16's AssumeRole crashes radosgw.
 MAX_PREFIX_CHARS: Final = 400
 MAX_KEY_CHARS: Final = 700
@@ -42,11 +44,9 @@ _WRITE_OBJECT_ACTIONS: Final = (
     "s3:ListMultipartUploadParts",
 )
 # A key that may write must not publish: RGW 16 lets PutObject carry an ACL without asking for
-# s3:PutObjectAcl. This Deny stops canned public ACLs; grant headers need the bucket's
-# IgnorePublicAcls (vendor/rgw). MinIO ignores object ACLs altogether.
+# s3:PutObjectAcl. On RGW a Deny stops canned public ACLs; grant headers need the bucket's
+# IgnorePublicAcls (vendor/rgw). MinIO ignores object ACLs altogether (see session_policy).
 _PUBLIC_CANNED_ACLS: Final = ("public-read", "public-read-write", "authenticated-read")
-_READ_BUCKET_ACTIONS: Final = ("s3:ListBucket",)
-_WRITE_BUCKET_ACTIONS: Final = ("s3:ListBucket", "s3:ListBucketMultipartUploads")
 
 
 def validate_space_key(space: str) -> str:
@@ -125,24 +125,66 @@ def _object_arn(bucket: str, prefix: str, key: str | None = None) -> str:
     return f"arn:aws:s3:::{bucket}/{prefix}{key if key is not None else '*'}"
 
 
-def session_policy(scope: Scope, *, object_key: str | None = None) -> dict[str, Any]:
-    """The inline session policy for `scope`, as data.
+def encoded_size(value: str, flavor: Flavor) -> int:
+    """How much of the policy limit `value` takes once it sits inside a JSON string.
+
+    RGW counts the characters we send (JSON with non-ASCII as \\uXXXX). MinIO parses the
+    policy and counts the bytes of Go's json.Marshal of it (cmd/sts-handlers.go,
+    populateSessionPolicy): UTF-8, and `<`, `>`, `&` escaped as six-byte \\u003c etc.
+    """
+    if flavor is Flavor.MINIO:
+        return _go_json_size(json.dumps(value, ensure_ascii=False)) - 2
+    return len(json.dumps(value, ensure_ascii=True)) - 2
+
+
+def _go_json_size(text: str) -> int:
+    """Bytes of Go's encoding of what Python's json.dumps(..., ensure_ascii=False) gave.
+
+    Both escape quotes, backslashes and control characters alike (validation refuses those in
+    anything a client sends); Go also escapes <, > and & (HTML safety), and U+2028/U+2029.
+    """
+    extra = sum(text.count(c) for c in "<>&") * 5 + sum(text.count(c) for c in "\u2028\u2029") * 3
+    return len(text.encode("utf-8")) + extra
+
+
+def session_policy(
+    scope: Scope, *, flavor: Flavor, object_key: str | None = None
+) -> dict[str, Any]:
+    """The inline session policy for `scope`, as data, in `flavor`'s policy language.
 
     With `object_key`, the policy covers that one object only (for presigned URLs) and grants
-    no listing at all.
+    no listing at all. The same scope gives the same grant on either server; what differs is
+    only what each server's parser accepts:
+
+    - RGW: a write key also gets a Deny of public canned ACLs on PutObject (RGW 16 applies an
+      `x-amz-acl` without asking for s3:PutObjectAcl), and s3:ListBucketMultipartUploads under
+      the same s3:prefix condition as listing (RGW then denies it: nothing is listed).
+    - MinIO refuses the whole AssumeRole on a condition key it does not know or an action does
+      not accept (minio/pkg policy/statement.go). `s3:x-amz-acl` is not one of its keys, and
+      MinIO ignores object ACLs anyway (PutObject never reads the header; PutObjectAcl answers
+      NotImplemented for anything but private: cmd/acl-handlers.go). s3:ListBucketMultipartUploads
+      accepts no s3:prefix (policy/action.go), and without it would list the uploads of the
+      whole bucket: it is granted only when the scope is the whole bucket.
     """
     validate_bucket(scope.bucket)
     prefix = normalize_prefix(scope.prefix)
     write = scope.access is Access.WRITE
     object_actions = _WRITE_OBJECT_ACTIONS if write else _READ_OBJECT_ACTIONS
     statements: list[dict[str, Any]] = []
-    objects = (
-        _object_arn(scope.bucket, prefix)
-        if object_key is None
-        else _object_arn(scope.bucket, prefix, validate_object_key(object_key))
-    )
+    if object_key is None:
+        objects = _object_arn(scope.bucket, prefix)
+    else:
+        key = validate_object_key(object_key)
+        size = encoded_size(prefix + key, flavor)
+        if size > MAX_KEY_CHARS:
+            raise InvalidRequest(
+                f"object key is {size} characters as the session policy spells it; the limit "
+                f"(with the space prefix) is {MAX_KEY_CHARS}",
+                code="invalid_key",
+            )
+        objects = _object_arn(scope.bucket, prefix, key)
     statements.append({"Effect": "Allow", "Action": list(object_actions), "Resource": [objects]})
-    if write:
+    if write and flavor is Flavor.RGW:
         statements.append(
             {
                 "Effect": "Deny",
@@ -153,9 +195,12 @@ def session_policy(scope: Scope, *, object_key: str | None = None) -> dict[str, 
         )
     if object_key is not None:
         return {"Version": "2012-10-17", "Statement": statements}
+    bucket_actions = ["s3:ListBucket"]
+    if write and (flavor is Flavor.RGW or not prefix):
+        bucket_actions.append("s3:ListBucketMultipartUploads")
     bucket_statement: dict[str, Any] = {
         "Effect": "Allow",
-        "Action": list(_WRITE_BUCKET_ACTIONS if write else _READ_BUCKET_ACTIONS),
+        "Action": bucket_actions,
         "Resource": [f"arn:aws:s3:::{scope.bucket}"],
     }
     if prefix:
@@ -165,26 +210,46 @@ def session_policy(scope: Scope, *, object_key: str | None = None) -> dict[str, 
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def render_policy(policy: dict[str, Any]) -> str:
-    """Compact JSON: RGW fails on spaces encoded as '+', and MinIO counts characters."""
-    text = json.dumps(policy, separators=(",", ":"), ensure_ascii=True)
-    if len(text) > MAX_POLICY_CHARS:
+def policy_size(policy: dict[str, Any], flavor: Flavor) -> int:
+    """The policy's size as `flavor` counts it against MAX_POLICY_CHARS (see encoded_size)."""
+    if flavor is Flavor.MINIO:
+        return _go_json_size(json.dumps(policy, separators=(",", ":"), ensure_ascii=False))
+    return len(_compact(policy))
+
+
+def render_policy(policy: dict[str, Any], *, flavor: Flavor) -> str:
+    """Compact ASCII JSON: RGW fails on spaces encoded as '+'; both servers cap the size."""
+    size = policy_size(policy, flavor)
+    if size > MAX_POLICY_CHARS:
         raise InvalidRequest(
-            f"session policy would be {len(text)} characters; the limit is {MAX_POLICY_CHARS}",
+            f"session policy would be {size} characters as {flavor.value} counts them; the "
+            f"limit is {MAX_POLICY_CHARS}",
             code="policy_too_large",
         )
-    return text
+    return _compact(policy)
 
 
-def worst_case_policy_chars(bucket: str, space_prefix: str) -> int:
-    """Length of the largest policy any request for this space could produce (check-config)."""
+def _compact(policy: dict[str, Any]) -> str:
+    return json.dumps(policy, separators=(",", ":"), ensure_ascii=True)
+
+
+def worst_case_policy_chars(bucket: str, space_prefix: str, flavor: Flavor) -> int:
+    """Size of the largest policy any request for this space could produce (check-config):
+    a write key with the longest prefix a request may add, or a presigned PUT for the longest
+    key. Prefix segments are ASCII without & (their size is their length); a key's size is
+    capped as the policy spells it (session_policy), so a key of plain letters is the worst."""
     base = normalize_prefix(space_prefix, what="space_prefix")
     room = MAX_PREFIX_CHARS - len(base)
-    if room < 2:
+    if room < 2 or MAX_KEY_CHARS - len(base) < 1:
         raise InvalidRequest(
             f"space prefix leaves no room under the {MAX_PREFIX_CHARS}-character prefix limit",
             code="invalid_space_prefix",
         )
     longest = base + "x" * (room - 1) + "/"
-    policy = session_policy(Scope(bucket=bucket, prefix=longest, access=Access.WRITE))
-    return len(json.dumps(policy, separators=(",", ":"), ensure_ascii=True))
+    write = session_policy(Scope(bucket=bucket, prefix=longest, access=Access.WRITE), flavor=flavor)
+    put = session_policy(
+        Scope(bucket=bucket, prefix=base, access=Access.WRITE),
+        flavor=flavor,
+        object_key="k" * (MAX_KEY_CHARS - len(base)),
+    )
+    return max(policy_size(write, flavor), policy_size(put, flavor))

@@ -65,7 +65,8 @@ class ReadOnlyKeys(Protocol):
 class Issuer(Protocol):
     """Mints temporary, policy-scoped object-store credentials (STS AssumeRole)."""
 
-    endpoint: str
+    endpoint: str  # where the broker reaches the STS and S3 API
+    public_endpoint: str  # the address handed to automations (often the same)
     region: str
 
     async def assume_role(

@@ -19,16 +19,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from credbroker.credentials import CredentialSource
-from credbroker.domain import Access, Client, Scope, ServiceCredentials, TemporaryCredentials
+from credbroker.domain import (
+    Access,
+    Client,
+    Flavor,
+    Scope,
+    ServiceCredentials,
+    TemporaryCredentials,
+)
 from credbroker.errors import (
     InvalidRequest,
+    KeyOutlivesRequest,
     NotAllowed,
     ObjectStoreRejected,
     SecretStoreUnavailable,
 )
 from credbroker.observability import Metrics
 from credbroker.policy import (
-    MAX_KEY_CHARS,
     narrow_prefix,
     render_policy,
     session_policy,
@@ -40,6 +47,9 @@ from credbroker.ports import AuditSink, Issuer, ReadOnlyKeys
 log = logging.getLogger("credbroker.vend")
 
 PRESIGN_MIN_TTL = 60
+# How far the object store's clock may run ahead of ours before a key's Expiration counts as
+# longer than asked (STS stamps it with the server's clock).
+DEFAULT_CLOCK_SKEW_SECONDS = 60
 NORMAL = "normal"
 READ_ONLY = "read-only"
 
@@ -119,10 +129,14 @@ class Broker:
         issuer: Issuer,
         audit: AuditSink,
         metrics: Metrics,
+        flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
         self._spaces = spaces
+        self._flavor = flavor
+        self._clock_skew = timedelta(seconds=clock_skew_seconds)
         self._ttl = ttl
         self._credentials = credentials
         self._issuer = issuer
@@ -134,9 +148,9 @@ class Broker:
     async def vend(self, client: Client, request: VendRequest) -> Vended:
         scope = await self._authorize(client, request.space, request.access, request.prefix)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
-        policy = render_policy(session_policy(scope))
+        policy = render_policy(session_policy(scope, flavor=self._flavor), flavor=self._flavor)
         lease_id = _new_lease_id()
-        credentials, mode = await self._issue(scope.access, policy, ttl, lease_id)
+        credentials, mode = await self._issue(client, scope, policy, ttl, lease_id)
         await self._record(
             "vend",
             client,
@@ -155,7 +169,7 @@ class Broker:
             credentials=credentials,
             scope=scope,
             lease_id=lease_id,
-            endpoint=getattr(self._issuer, "public_endpoint", self._issuer.endpoint),
+            endpoint=self._issuer.public_endpoint,
             region=self._issuer.region,
             mode=mode,
         )
@@ -167,15 +181,27 @@ class Broker:
         access = Access.WRITE if method == "PUT" else Access.READ
         scope = await self._authorize(client, request.space, access, None)
         key = validate_object_key(request.key)
-        if len(scope.prefix) + len(key) > MAX_KEY_CHARS:
-            raise InvalidRequest(f"object key longer than {MAX_KEY_CHARS}", code="invalid_key")
         expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
         # The URL is signed by a temporary key that can reach this one object only, so a
         # leaked or tampered link is worth nothing more, and rotation never breaks it.
-        policy = render_policy(session_policy(scope, object_key=key))
+        policy = render_policy(
+            session_policy(scope, flavor=self._flavor, object_key=key), flavor=self._flavor
+        )
         lease_id = _new_lease_id()
-        sts_ttl = max(self._ttl.min_seconds, expires_in)
-        credentials, mode = await self._issue(scope.access, policy, sts_ttl, lease_id)
+        # The signing key gets a minute more than the link, within the store's limits.
+        sts_ttl = min(self._ttl.max_seconds, max(self._ttl.min_seconds, expires_in + 60))
+        credentials, mode = await self._issue(client, scope, policy, sts_ttl, lease_id)
+        # A URL never outlives the key that signs it: a server that cut the key's life short
+        # (MINIO_STS_DURATION below the TTL asked) shortens the link with it.
+        now = self._clock()
+        key_left = int((credentials.expiration - now).total_seconds())
+        if key_left < expires_in:
+            if key_left < 1:
+                raise KeyOutlivesRequest(
+                    "the object store issued a key that has already expired "
+                    f"({credentials.expiration.isoformat()}); check the clocks of both"
+                )
+            expires_in = key_left
         url = self._issuer.presign(
             credentials,
             bucket=scope.bucket,
@@ -183,7 +209,7 @@ class Broker:
             method=method,
             expires_in=expires_in,
         )
-        expires_at = self._clock() + timedelta(seconds=expires_in)
+        expires_at = now + timedelta(seconds=expires_in)
         await self._record(
             "presign",
             client,
@@ -265,9 +291,10 @@ class Broker:
         return _Parent(fallback.credentials(), fallback.role_arn, READ_ONLY)
 
     async def _issue(
-        self, access: Access, policy: str, ttl: int, lease_id: str
+        self, client: Client, scope: Scope, policy: str, ttl: int, lease_id: str
     ) -> tuple[TemporaryCredentials, str]:
-        chosen = await self._parent_key(access)
+        chosen = await self._parent_key(scope.access)
+        asked_at = self._clock()
         parent = chosen.key
         try:
             credentials = await self._issuer.assume_role(
@@ -292,7 +319,47 @@ class Broker:
             credentials = await self._issuer.assume_role(
                 fresh, policy=policy, duration_seconds=ttl, session_name=lease_id
             )
+        await self._check_lifetime(client, scope, credentials, asked_at + timedelta(seconds=ttl))
         return credentials, chosen.mode
+
+    async def _check_lifetime(
+        self, client: Client, scope: Scope, credentials: TemporaryCredentials, due: datetime
+    ) -> None:
+        """Refuse a key that outlives what was asked: the TTL asked is already clamped to the
+        client's maximum, so a longer-lived key would break it. MinIO ignores DurationSeconds
+        when the server sets MINIO_STS_DURATION (internal/config/identity/openid/openid.go,
+        GetDefaultExpiration)."""
+        over = (credentials.expiration - due).total_seconds()
+        if over <= self._clock_skew.total_seconds():
+            return
+        log.error(
+            "object store issued key %s valid until %s, %d s past the %s asked for: not handed out",
+            credentials.access_key_id,
+            credentials.expiration.isoformat(),
+            over,
+            due.isoformat(),
+        )
+        # The key exists and cannot be revoked one by one: the audit trail names it.
+        await self._audit.record(
+            {
+                "ts": self._clock().isoformat(),
+                "event": "denied",
+                "client": client.id,
+                "space": None,
+                "bucket": scope.bucket,
+                "prefix": scope.prefix,
+                "access": scope.access.value,
+                "code": KeyOutlivesRequest.code,
+                "access_key_id": credentials.access_key_id,
+                "expires": credentials.expiration.isoformat(),
+            }
+        )
+        raise KeyOutlivesRequest(
+            f"the object store issued a key valid until {credentials.expiration.isoformat()}, "
+            f"{int(over)} s longer than asked; MinIO ignores the requested duration when the "
+            "server sets MINIO_STS_DURATION: unset it (or set it no longer than "
+            "object_store.ttl.min_seconds). The key was not handed out."
+        )
 
     async def _record(
         self,

@@ -32,7 +32,7 @@ import yaml
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access, RotationPhase, Scope, ServiceCredentials
+from credbroker.domain import Access, Flavor, RotationPhase, Scope, ServiceCredentials
 from credbroker.errors import ObjectStoreRejected
 from credbroker.issuers.probe import SignedCallProbe
 from credbroker.issuers.sts import StsIssuer
@@ -152,7 +152,10 @@ class Rig:
         try:
             await self.issuer.assume_role(
                 key,
-                policy=render_policy(session_policy(Scope("cb-main", "ENG/", Access.READ))),
+                policy=render_policy(
+                    session_policy(Scope("cb-main", "ENG/", Access.READ), flavor=Flavor.RGW),
+                    flavor=Flavor.RGW,
+                ),
                 duration_seconds=900,
                 session_name="cb-rotation-test",
             )
@@ -272,7 +275,10 @@ async def test_after_a_rotation_the_new_key_works_the_old_is_refused_and_vended_
         old = await rig.in_store()
         vended = await rig.issuer.assume_role(
             old,
-            policy=render_policy(session_policy(Scope(bucket, "ENG/", Access.WRITE))),
+            policy=render_policy(
+                session_policy(Scope(bucket, "ENG/", Access.WRITE), flavor=Flavor.RGW),
+                flavor=Flavor.RGW,
+            ),
             duration_seconds=900,
             session_name="cb-vended-before-rotation",
         )

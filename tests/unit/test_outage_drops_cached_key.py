@@ -8,7 +8,7 @@ import pytest
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access
+from credbroker.domain import Access, Flavor
 from credbroker.errors import SecretStoreUnavailable
 from credbroker.observability import Metrics
 from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
@@ -36,6 +36,7 @@ async def test_writes_are_refused_and_reads_go_read_only_once_the_breaker_opens(
         issuer=FakeIssuer(),
         audit=FakeAudit(),
         metrics=Metrics(),
+        flavor=Flavor.RGW,
         fallback=FakeFallback(),
     )
     await broker.vend(CLIENT, VendRequest(space="ENG", access=Access.WRITE))  # caches the key

@@ -14,6 +14,7 @@ from credbroker.credentials import CredentialSource
 from credbroker.domain import (
     Access,
     Client,
+    Flavor,
     SecretVersion,
     ServiceCredentials,
     TemporaryCredentials,
@@ -48,6 +49,7 @@ class FakeFallback:
 @dataclass
 class FakeIssuer:
     endpoint: str = "http://s3.test"
+    public_endpoint: str = "http://s3.test"
     region: str = "us-east-1"
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     reject: bool = False
@@ -98,6 +100,7 @@ def broker(
         issuer=issuer,
         audit=audit,
         metrics=Metrics(),
+        flavor=Flavor.RGW,
         fallback=fallback,
     )
     return made, issuer, audit, store

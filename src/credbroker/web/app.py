@@ -67,7 +67,9 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         issuer=issuer,
         audit=audit,
         metrics=app[METRICS],
+        flavor=settings.object_store.flavor,
         fallback=fallback,
+        clock_skew_seconds=settings.object_store.clock_skew_seconds,
     )
     try:
         yield
