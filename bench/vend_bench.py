@@ -6,7 +6,7 @@
                                          [--profile-broker FILE] [--keep]
 
 Everything is on loopback and bounded: it starts its own Ceph RGW (scripts/rgw-dev.sh through
-tests/rgw_server.py) on free ports, or reuses one named by an env file; seeds an embedded sealed
+support/rgw_server.py) on free ports, or reuses one named by an env file; seeds an embedded sealed
 store, a config and a client token in a temp dir (as scripts/dev_seed.py does); starts the real
 broker as a separate process (`credbroker serve`); then, for each concurrency and round, measures
 
@@ -61,7 +61,7 @@ from credbroker.domain import Access, Scope, ServiceCredentials  # noqa: E402
 from credbroker.issuers.sts import StsIssuer  # noqa: E402
 from credbroker.policy import render_policy, session_policy  # noqa: E402
 from credbroker.secrets.sealing import new_key  # noqa: E402
-from tests.rgw_server import (  # noqa: E402
+from support.rgw_server import (  # noqa: E402
     SCRIPT,
     RgwServer,
     admin_s3,

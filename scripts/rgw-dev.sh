@@ -43,7 +43,7 @@
 #     grant: a session is authorised by (role permission policy AND session policy) alone.
 #   - What a session writes is owned by its parent user (credbroker-broker). On a plain bucket the
 #     admin, though bucket owner, then gets AccessDenied on GET/HEAD of it (may list and delete).
-#     Fix: a bucket policy granting the admin s3:* on the bucket (tests/rgw_server.py
+#     Fix: a bucket policy granting the admin s3:* on the bucket (support/rgw_server.py
 #     create_bucket does this), or writers sending x-amz-acl: bucket-owner-full-control.
 #   - A session allowed only s3:PutObject can make its object public with x-amz-grant-read (no
 #     s3:PutObjectAcl needed; a Deny on s3:x-amz-acl stops only the canned ACL). A public access

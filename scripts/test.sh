@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
 echo "== ruff" >&2
-.venv/bin/ruff check src tests bench scripts
-.venv/bin/ruff format --check src tests bench scripts
+.venv/bin/ruff check src tests bench scripts support
+.venv/bin/ruff format --check src tests bench scripts support
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2

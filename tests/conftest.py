@@ -1,6 +1,6 @@
 """Suite-wide fixtures. Keep each one small; helpers live in modules next to this file.
 
-rgw       one real Ceph RADOS Gateway for the whole session (tests/rgw_server.py,
+rgw       one real Ceph RADOS Gateway for the whole session (support/rgw_server.py,
           scripts/rgw-dev.sh), on free loopback ports in a tmp dir, stopped at the end. Set
           CREDBROKER_TEST_RGW_ENV=DIR/env to reuse a running one instead. If it cannot start,
           every test that needs it fails with the reason: never a silent skip.
@@ -20,15 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.openbao_server import (
-    OpenBaoStartError,
-    VaultServer,
-    find_bao,
-    start_openbao,
-    stop_openbao,
-)
-from tests.openbao_server import reuse_from_environment as vault_from_environment
-from tests.rgw_server import (
+from support.rgw_server import (
     RgwServer,
     RgwStartError,
     admin_s3,
@@ -37,6 +29,14 @@ from tests.rgw_server import (
     start_rgw,
     stop_rgw,
 )
+from tests.openbao_server import (
+    OpenBaoStartError,
+    VaultServer,
+    find_bao,
+    start_openbao,
+    stop_openbao,
+)
+from tests.openbao_server import reuse_from_environment as vault_from_environment
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,8 @@ from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.sealing import load_key, new_key
 from credbroker.secrets.vault import VaultKV2Store
 from credbroker.web.app import create_app
+from support.rgw_server import RgwServer, create_bucket
 from tests.doubles.vault import VaultDouble
-from tests.rgw_server import RgwServer, create_bucket
 
 MAIN_BUCKET = "cb-main"
 OTHER_BUCKET = "cb-other"

@@ -17,7 +17,7 @@ from typing import Any
 from rgwadmin.rgw import RGWAdmin
 
 from credbroker.domain import ServiceCredentials
-from tests.rgw_server import RgwServer, botocore_client
+from support.rgw_server import RgwServer, botocore_client
 
 
 def rgw_admin(rgw: RgwServer) -> Any:

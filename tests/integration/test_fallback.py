@@ -25,6 +25,7 @@ import botocore.exceptions
 import pytest
 
 from credbroker.secrets.sealing import load_key, new_key, unseal
+from support.rgw_server import RgwServer
 from tests.doubles.vault import VaultDouble
 from tests.integration.conftest import (
     MAIN_BUCKET,
@@ -34,7 +35,6 @@ from tests.integration.conftest import (
     start_broker,
     vault_store_config,
 )
-from tests.rgw_server import RgwServer
 
 pytestmark = pytest.mark.rgw
 

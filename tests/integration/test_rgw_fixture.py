@@ -20,7 +20,7 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.rgw_server import RgwServer, botocore_client, create_bucket
+from support.rgw_server import RgwServer, botocore_client, create_bucket
 
 pytestmark = pytest.mark.rgw
 

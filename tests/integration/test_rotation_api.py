@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from credbroker.state.sqlite import SqliteStateStore
+from support.rgw_server import RgwServer
 from tests.integration.conftest import SERVICE_PATH, Harness, start_broker
 from tests.integration.rgw_identity import Identity, create_identity
-from tests.rgw_server import RgwServer
 
 pytestmark = pytest.mark.rgw
 

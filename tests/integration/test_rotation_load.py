@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from support.rgw_server import RgwServer
 from tests.integration.conftest import MAIN_BUCKET, SERVICE_PATH, Harness, start_broker
 from tests.integration.rgw_identity import create_identity
-from tests.rgw_server import RgwServer
 
 pytestmark = pytest.mark.rgw
 

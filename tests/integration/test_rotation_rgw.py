@@ -42,9 +42,9 @@ from credbroker.ports import AuditSink, SecretStore
 from credbroker.rotation.rotate import Checkpoint, Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.sealing import new_key
+from support.rgw_server import RgwServer, botocore_client, create_bucket
 from tests.doubles.vault import VaultDouble
 from tests.integration.rgw_identity import Identity, create_identity, rgw_admin
-from tests.rgw_server import RgwServer, botocore_client, create_bucket
 
 pytestmark = pytest.mark.rgw
 

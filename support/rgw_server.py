@@ -1,8 +1,8 @@
-"""Start, reuse and stop the throw-away Ceph RADOS Gateway the tests run against.
+"""Start, reuse and stop the throw-away Ceph RADOS Gateway the tests and benchmarks run against.
 
 The gateway itself is built by ``scripts/rgw-dev.sh`` (see its header for the identities and the
 RGW traps); this module only runs that script and reads the ``DIR/env`` file it writes. It has no
-pytest dependency, so tools and benchmarks can use it too.
+pytest dependency: the tests, the benchmarks and the dev scripts all use it.
 
 Set ``CREDBROKER_TEST_RGW_ENV`` to the ``env`` file of an RGW that is already running (for
 example ``scripts/rgw-dev.sh up var/rgw`` -> ``var/rgw/env``) to reuse it: nothing is then started
@@ -17,6 +17,7 @@ import shlex
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -74,30 +75,34 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def server_from_env(env: Mapping[str, str], *, owned: bool = False) -> RgwServer:
+    """The RGW described by the variables of its env file (or an environment that sourced it)."""
+    return RgwServer(
+        endpoint=env["RGW_ENDPOINT"],
+        region=env["RGW_REGION"],
+        admin_uid=env["RGW_ADMIN_UID"],
+        admin_access_key=env["RGW_ADMIN_ACCESS_KEY"],
+        admin_secret_key=env["RGW_ADMIN_SECRET_KEY"],
+        broker_uid=env["RGW_BROKER_UID"],
+        broker_access_key=env["RGW_BROKER_ACCESS_KEY"],
+        broker_secret_key=env["RGW_BROKER_SECRET_KEY"],
+        readonly_uid=env["RGW_READONLY_UID"],
+        readonly_access_key=env["RGW_READONLY_ACCESS_KEY"],
+        readonly_secret_key=env["RGW_READONLY_SECRET_KEY"],
+        vend_role_arn=env["RGW_VEND_ROLE_ARN"],
+        read_role_arn=env["RGW_READ_ROLE_ARN"],
+        dir=Path(env["RGW_DIR"]),
+        rgw_port=int(env["RGW_PORT"]),
+        mon_port=int(env["MON_PORT"]),
+        boot_seconds=float(env["RGW_BOOT_SECONDS"]),
+        owned=owned,
+    )
+
+
 def server_from_env_file(path: Path, *, owned: bool = False) -> RgwServer:
     path = Path(path)
     try:
-        env = parse_env_file(path)
-        return RgwServer(
-            endpoint=env["RGW_ENDPOINT"],
-            region=env["RGW_REGION"],
-            admin_uid=env["RGW_ADMIN_UID"],
-            admin_access_key=env["RGW_ADMIN_ACCESS_KEY"],
-            admin_secret_key=env["RGW_ADMIN_SECRET_KEY"],
-            broker_uid=env["RGW_BROKER_UID"],
-            broker_access_key=env["RGW_BROKER_ACCESS_KEY"],
-            broker_secret_key=env["RGW_BROKER_SECRET_KEY"],
-            readonly_uid=env["RGW_READONLY_UID"],
-            readonly_access_key=env["RGW_READONLY_ACCESS_KEY"],
-            readonly_secret_key=env["RGW_READONLY_SECRET_KEY"],
-            vend_role_arn=env["RGW_VEND_ROLE_ARN"],
-            read_role_arn=env["RGW_READ_ROLE_ARN"],
-            dir=Path(env["RGW_DIR"]),
-            rgw_port=int(env["RGW_PORT"]),
-            mon_port=int(env["MON_PORT"]),
-            boot_seconds=float(env["RGW_BOOT_SECONDS"]),
-            owned=owned,
-        )
+        return server_from_env(parse_env_file(path), owned=owned)
     except (OSError, KeyError, ValueError) as exc:
         raise RgwStartError(f"unusable RGW env file {path}: {exc!r}") from exc
 
@@ -132,8 +137,8 @@ def _tail(text: str, lines: int = 60) -> str:
 def _run_script(
     *args: str, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args],
+    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        ["bash", str(SCRIPT), *args],  # noqa: S607 - bash from PATH, as the scripts expect
         env=env,
         capture_output=True,
         text=True,
