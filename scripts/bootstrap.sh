@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Shared set-up for dev.sh and test.sh: Debian packages (Ceph RGW) and the project's venv.
+# Shared set-up for dev.sh, test.sh and check: Debian packages (Ceph RGW) and the project's venv.
 # Idempotent and quiet when everything is already there.
+#   --venv-only   the venv alone: no apt, no root (scripts/check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+venv_only=false
+if [ "${1:-}" = --venv-only ]; then
+  venv_only=true
+fi
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null; then
+if ! $venv_only && { ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null; }; then
   echo "bootstrap: installing Ceph RADOS Gateway from Debian's packages (about a minute)" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -17,10 +23,29 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+
+# The venv is exactly the dev lock (every dependency at an exact version, hashes checked) plus
+# the project itself, editable and without dependencies. It is rebuilt when the content of the
+# lock or of pyproject.toml (entry points, version) changes: content hashes, not mtimes, so a
+# fresh clone or a checkout with old mtimes is never mistaken for up to date.
+lock=requirements/dev.lock.txt
 stamp=.venv/.credbroker-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing Python dependencies into .venv" >&2
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
-  touch "$stamp"
+want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing Python dependencies into .venv from $lock" >&2
+  .venv/bin/python -m pip install -q --require-hashes -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps -e .
+  # Remove what the lock no longer names: a dropped dependency must not linger and hide an
+  # undeclared import.
+  names() { sed -n 's/^\([A-Za-z0-9._-]*\)==.*/\1/p' | tr 'A-Z_.' 'a-z--' | sort -u; }
+  locked=$(names <"$lock")
+  installed=$(.venv/bin/python -m pip list --format=freeze --exclude-editable 2>/dev/null \
+    | names | grep -vxE 'pip|setuptools|wheel' || true)
+  stale=$(comm -23 <(echo "$installed") <(echo "$locked") | grep . || true)
+  if [ -n "$stale" ]; then
+    echo "bootstrap: removing packages the lock no longer names:" $stale >&2
+    # shellcheck disable=SC2086  # one argument per name
+    .venv/bin/python -m pip uninstall -q -y $stale
+  fi
+  echo "$want" >"$stamp"
 fi
