@@ -35,17 +35,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python dependencies into .venv from $lock" >&2
   .venv/bin/python -m pip install -q --require-hashes -r "$lock"
   .venv/bin/python -m pip install -q --no-deps -e .
-  # Remove what the lock no longer names: a dropped dependency must not linger and hide an
-  # undeclared import.
+  # Remove what the previous lock named and this one does not: a dropped dependency must not
+  # linger and hide an undeclared import. Packages installed by hand (uvloop for the benchmark,
+  # a mutation tester) were never locked and stay.
   names() { sed -n 's/^\([A-Za-z0-9._-]*\)==.*/\1/p' | tr 'A-Z_.' 'a-z--' | sort -u; }
-  locked=$(names <"$lock")
-  installed=$(.venv/bin/python -m pip list --format=freeze --exclude-editable 2>/dev/null \
-    | names | grep -vxE 'pip|setuptools|wheel' || true)
-  stale=$(comm -23 <(echo "$installed") <(echo "$locked") | grep . || true)
-  if [ -n "$stale" ]; then
-    echo "bootstrap: removing packages the lock no longer names:" $stale >&2
-    # shellcheck disable=SC2086  # one argument per name
-    .venv/bin/python -m pip uninstall -q -y $stale
+  previous=.venv/.credbroker-lock.txt
+  if [ -f "$previous" ]; then
+    dropped=$(comm -23 <(names <"$previous") <(names <"$lock") | grep . || true)
+    if [ -n "$dropped" ]; then
+      echo "bootstrap: removing packages the lock no longer names:" $dropped >&2
+      # shellcheck disable=SC2086  # one argument per name
+      .venv/bin/python -m pip uninstall -q -y $dropped
+    fi
   fi
+  cp "$lock" "$previous"
   echo "$want" >"$stamp"
 fi
