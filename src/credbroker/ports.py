@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from credbroker.domain import (
     Client,
     RotationRecord,
+    Scope,
     SecretVersion,
     ServiceCredentials,
     TemporaryCredentials,
@@ -191,10 +192,18 @@ class KeyDriver(Protocol):
 class KeyProbe(Protocol):
     """Asks the object store itself whether it accepts a key: one real signed call per question."""
 
-    async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
-        """Return if the store accepts `key` for its use (`via` "sts": AssumeRole of `role_arn`;
-        "s3": a signed ListBuckets); raise ObjectStoreRejected (aws_code set) if it refuses,
-        ObjectStoreUnavailable if it does not answer."""
+    async def accepts(
+        self,
+        key: ServiceCredentials,
+        *,
+        via: str,
+        role_arn: str | None,
+        proof: Scope | None = None,
+    ) -> None:
+        """Return if the store accepts `key` for its use (`via` "sts": AssumeRole of `role_arn`,
+        and with `proof` the minted key lists that scope; "s3": a signed ListBuckets); raise
+        ObjectStoreRejected (aws_code set) if it refuses, ObjectStoreUnavailable if it does not
+        answer."""
         ...
 
     async def refuses(

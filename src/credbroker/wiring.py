@@ -16,7 +16,7 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.credentials import CredentialSource
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import Access, Scope, ServiceCredentials
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.issuers.probe import SignedCallProbe
 from credbroker.issuers.sts import StsIssuer
@@ -182,6 +182,7 @@ def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> M
         else:
             role_arn = settings.object_store.role_arn
     return ManagedCredential(
+        proof=proof_scope(settings) if config.verify == "sts" else None,
         name=config.name,
         secret_path=config.secret_path,
         user=config.driver.owner,
@@ -191,6 +192,14 @@ def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> M
         role_arn=role_arn,
         enabled=config.enabled,
     )
+
+
+def proof_scope(settings: Settings) -> Scope | None:
+    """What a rotated STS parent key must prove it can serve: reading the first space."""
+    if not settings.spaces:
+        return None
+    _, space = min(settings.spaces.items())
+    return Scope(bucket=space.bucket, prefix=space.prefix, access=Access.READ)
 
 
 def build_key_driver(

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import Scope, ServiceCredentials
 from credbroker.errors import ObjectStoreRejected
 
 _ALPHABET = string.ascii_uppercase + string.digits
@@ -27,6 +27,9 @@ class FakeObjectStore:
     calls: list[str] = field(default_factory=list)
     fail: dict[str, Callable[[], Exception]] = field(default_factory=dict)
     never_valid: bool = False  # new keys never start to work
+    # New keys authenticate, but their user has no policy: a key they mint can do nothing.
+    powerless: bool = False
+    proofs: list[Scope | None] = field(default_factory=list)  # what each accepts() was asked
     _pending: dict[str, int] = field(default_factory=dict)  # key id -> probes until it settles
     _deleted: dict[str, str] = field(default_factory=dict)  # key id -> secret, still accepted
 
@@ -89,12 +92,22 @@ class FakeProbe:
     def __init__(self, world: FakeObjectStore) -> None:
         self.world = world
 
-    async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
+    async def accepts(
+        self,
+        key: ServiceCredentials,
+        *,
+        via: str,
+        role_arn: str | None,
+        proof: Scope | None = None,
+    ) -> None:
         self.world._check("accepts")
+        self.world.proofs.append(proof)
         if self.world.never_valid or self._unsettled(key.access_key_id):
             raise ObjectStoreRejected("InvalidAccessKeyId", aws_code="InvalidAccessKeyId")
         if not self.world.works(key):
             raise ObjectStoreRejected("InvalidAccessKeyId", aws_code="InvalidAccessKeyId")
+        if proof is not None and self.world.powerless:
+            raise ObjectStoreRejected("AccessDenied", aws_code="AccessDenied")
 
     async def refuses(
         self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None

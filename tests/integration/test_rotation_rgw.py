@@ -44,9 +44,11 @@ from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.sealing import new_key
 from support.rgw_server import RgwServer, botocore_client, create_bucket
 from tests.doubles.vault import VaultDouble
+from tests.integration.conftest import MAIN_BUCKET
 from tests.integration.rgw_identity import Identity, create_identity, rgw_admin
 
-pytestmark = pytest.mark.rgw
+# The spaces in the rig's settings name cb-main: a rotated key proves it can list it.
+pytestmark = [pytest.mark.rgw, pytest.mark.usefixtures("buckets")]
 
 SERVICE = "credbroker/object-store/service"
 ADMIN = "credbroker/object-store/rgw-admin"
@@ -98,7 +100,7 @@ def settings_for(
             "role_arn": identity.role_arn,
             "credentials_path": SERVICE,
         },
-        "spaces": {"ENG": {"bucket": "cb-main", "prefix": "ENG/"}},
+        "spaces": {"ENG": {"bucket": MAIN_BUCKET, "prefix": "ENG/"}},
         "audit": {"path": str(state / "audit.jsonl")},
         "rotation": {
             "credentials": [

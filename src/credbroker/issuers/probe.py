@@ -3,7 +3,12 @@
 Rotation asks twice: "does the new key work?" (before it reaches the secret store) and "is the
 old key refused?" (after it was deleted, or its secret scrambled). Two calls are used:
 
-    STS  POST /  Action=AssumeRole   the new parent key can do what the broker does with it
+    STS  POST /  Action=AssumeRole   the new parent key can do what the broker does with it:
+                                      with a proof scope, the key it mints under that scope's
+                                      session policy then lists the scope
+                                      (GET /bucket?list-type=2), because an STS server mints
+                                      keys for a parent with no policy at all (MinIO does),
+                                      and such keys can do nothing
     S3   GET  /  (ListBuckets)        the key is known to the object store at all
 
 How each server answers an unknown (deleted) key, as observed or read at the source:
@@ -18,6 +23,8 @@ How each server answers an unknown (deleted) key, as observed or read at the sou
                  secret was changed (the pair driver's retire) answers SignatureDoesNotMatch
                  on S3. MinIO's STS maps every authentication failure to AccessDenied
                  (cmd/sts-handlers.go apiToSTSError), so over STS the refusal is AccessDenied.
+                 ListBuckets never answers AccessDenied to a signed-in caller: it lists only
+                 what the caller may see (cmd/bucket-handlers.go ListBucketsHandler).
 """
 
 from __future__ import annotations
@@ -26,24 +33,27 @@ import asyncio
 import json
 import logging
 from typing import Final
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from defusedxml import ElementTree
+from yarl import URL
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import Flavor, Scope, ServiceCredentials, TemporaryCredentials
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
 from credbroker.issuers.sts import tls_context
+from credbroker.policy import render_policy, session_policy
 from credbroker.ports import Issuer
 
 log = logging.getLogger("credbroker.issuers.probe")
 
 # 403 codes that mean "no such key", per flavor (see the module docstring).
 _UNKNOWN_KEY: Final = {
-    "rgw": frozenset({"AccessDenied", "InvalidAccessKeyId"}),
-    "minio": frozenset({"InvalidAccessKeyId"}),
+    Flavor.RGW: frozenset({"AccessDenied", "InvalidAccessKeyId"}),
+    Flavor.MINIO: frozenset({"InvalidAccessKeyId"}),
 }
 # A session policy that grants nothing useful: the probe's temporary key is thrown away, and
 # even if it leaked it could read one object of a bucket nobody creates.
@@ -71,30 +81,42 @@ class SignedCallProbe:
         issuer: Issuer,
         endpoint: str,
         region: str,
-        flavor: str,
+        flavor: Flavor,
         verify_tls: bool = True,
         ca_file: str | None = None,
         timeout_seconds: float = 5.0,
     ) -> None:
-        if flavor not in _UNKNOWN_KEY:
-            raise ValueError(f"unknown object store flavor {flavor!r}")
         self._issuer = issuer
         self._endpoint = endpoint.rstrip("/")
         self._region = region
-        self._flavor = flavor
+        self._flavor = Flavor(flavor)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._ssl = tls_context(verify_tls=verify_tls, ca_file=ca_file)
         self._session: aiohttp.ClientSession | None = None
 
-    async def accepts(self, key: ServiceCredentials, *, via: str, role_arn: str | None) -> None:
+    async def accepts(
+        self,
+        key: ServiceCredentials,
+        *,
+        via: str,
+        role_arn: str | None,
+        proof: Scope | None = None,
+    ) -> None:
         if via == "sts":
-            await self._issuer.assume_role(
+            policy = (
+                _PROBE_POLICY
+                if proof is None
+                else render_policy(session_policy(proof, flavor=self._flavor), flavor=self._flavor)
+            )
+            minted = await self._issuer.assume_role(
                 key,
-                policy=_PROBE_POLICY,
+                policy=policy,
                 duration_seconds=900,
                 session_name="credbroker-rotation-probe",
                 role_arn=role_arn,
             )
+            if proof is not None:
+                await self._lists(minted, proof, parent=key.access_key_id)
             return
         status, code = await self._list_buckets(key)
         if status == 200:
@@ -128,15 +150,44 @@ class SignedCallProbe:
             self._session = None
             await asyncio.sleep(0)  # let the connector's transports close
 
+    async def _lists(self, minted: TemporaryCredentials, proof: Scope, *, parent: str) -> None:
+        """GET /bucket?list-type=2&prefix=P&max-keys=1 with a key `parent` minted: 200 proves
+        the parent's own policy lets a vended key do its job."""
+        query = urlencode(
+            {"list-type": "2", "max-keys": "1", "prefix": proof.prefix}, quote_via=quote
+        )
+        status, code = await self._signed_get(
+            f"{self._endpoint}/{proof.bucket}?{query}",
+            Credentials(minted.access_key_id, minted.secret_access_key, minted.session_token),
+        )
+        if code == "NoSuchBucket":
+            raise ObjectStoreRejected(
+                f"bucket {proof.bucket} does not exist (404 NoSuchBucket); a space names it",
+                aws_code=code,
+            )
+        if status != 200:
+            raise ObjectStoreRejected(
+                f"key {parent} authenticates, but a key it mints may not list "
+                f"s3://{proof.bucket}/{proof.prefix} ({status} {code}); check the policy "
+                "attached to its user",
+                aws_code=code,
+            )
+
     async def _list_buckets(self, key: ServiceCredentials) -> tuple[int, str]:
         """GET / signed with `key`: (HTTP status, S3 error code or "")."""
-        request = AWSRequest(method="GET", url=self._endpoint + "/")
-        S3SigV4Auth(
-            Credentials(key.access_key_id, key.secret_access_key), "s3", self._region
-        ).add_auth(request)
+        status, code = await self._signed_get(
+            self._endpoint + "/", Credentials(key.access_key_id, key.secret_access_key)
+        )
+        log.debug("key check of %s: %s %s", key.access_key_id, status, code)
+        return status, code
+
+    async def _signed_get(self, url: str, credentials: Credentials) -> tuple[int, str]:
+        request = AWSRequest(method="GET", url=url)
+        S3SigV4Auth(credentials, "s3", self._region).add_auth(request)
         try:
+            # encoded=True: send the query exactly as signed (no requoting).
             async with self._http().get(
-                request.url, headers=dict(request.headers.items())
+                URL(request.url, encoded=True), headers=dict(request.headers.items())
             ) as response:
                 status, payload = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -145,9 +196,7 @@ class SignedCallProbe:
             ) from None
         if status >= 500 or status == 429:
             raise ObjectStoreUnavailable(f"object store answered {status} to a key check")
-        code = _error_code(payload) if status != 200 else ""
-        log.debug("key check of %s: %s %s", key.access_key_id, status, code)
-        return status, code
+        return status, _error_code(payload) if status != 200 else ""
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

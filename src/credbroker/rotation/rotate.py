@@ -53,7 +53,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from credbroker.domain import RotationPhase, RotationRecord, SecretVersion, ServiceCredentials
+from credbroker.domain import (
+    RotationPhase,
+    RotationRecord,
+    Scope,
+    SecretVersion,
+    ServiceCredentials,
+)
 from credbroker.errors import (
     CasMismatch,
     CredbrokerError,
@@ -85,6 +91,9 @@ class ManagedCredential:
     grace_seconds: float
     verify_via: str = "sts"  # "sts": AssumeRole of role_arn; "s3": a signed ListBuckets
     role_arn: str | None = None
+    # With "sts": a scope a key minted by the new key must be able to list (one of the spaces
+    # it serves), so a key whose user has no policy is never stored.
+    proof: Scope | None = None
     enabled: bool = True
 
 
@@ -440,7 +449,9 @@ class Rotator:
     async def _until_accepted(self, spec: ManagedCredential, key: ServiceCredentials) -> None:
         async for attempt in self._retrying((ObjectStoreRejected, ObjectStoreUnavailable)):
             with attempt:
-                await self._probe.accepts(key, via=spec.verify_via, role_arn=spec.role_arn)
+                await self._probe.accepts(
+                    key, via=spec.verify_via, role_arn=spec.role_arn, proof=spec.proof
+                )
 
     async def _discard_new(self, spec: ManagedCredential, record: RotationRecord) -> None:
         """Delete a new key that will never be used; if that fails too, the next run does."""

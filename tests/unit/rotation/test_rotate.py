@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from credbroker.domain import RotationPhase, SecretVersion, ServiceCredentials
+from credbroker.domain import Access, RotationPhase, Scope, SecretVersion, ServiceCredentials
 from credbroker.errors import CasMismatch, RotationBusy, SecretStoreUnavailable
 from credbroker.observability import Metrics
 from credbroker.rotation.rotate import ManagedCredential, RetryPolicy, Rotator
@@ -281,6 +281,34 @@ async def test_a_new_key_that_never_works_fails_safely_and_backs_off(
     for secret in [world.original.secret_access_key, (await world.in_store()).secret_access_key]:
         assert secret not in caplog.text
         assert all(secret not in json.dumps(e, default=str) for e in world.audit.events)
+
+
+async def test_a_new_key_whose_minted_keys_can_do_nothing_is_never_stored(world: World) -> None:
+    """MinIO mints STS keys for a parent with no policy attached: authenticating proves
+    nothing. With a proof scope, the new key must mint a key that lists it."""
+    assert world.original is not None
+    proof = Scope("exports", "ENG/", Access.READ)
+    spec = ManagedCredential(
+        name="service",
+        secret_path=PATH,
+        user=USER,
+        schedule=Schedule(interval_seconds=30 * DAY),
+        grace_seconds=600,
+        proof=proof,
+    )
+    world.objects.powerless = True
+
+    outcome = await world.rotator(spec=spec).run("service", force=True)
+
+    assert outcome.result == "failed"
+    assert "AccessDenied" in (outcome.record.last_error or "")
+    assert await world.in_store() == replace(world.original, version=1)
+    assert world.objects.user_keys(USER) == [world.original.access_key_id]
+    assert world.objects.proofs and set(world.objects.proofs) == {proof}
+
+    world.objects.powerless = False
+    world.clock.advance(60)
+    assert (await world.rotator(spec=spec).run("service")).result == "waiting_grace"
 
 
 async def test_the_admin_api_failing_leaves_the_old_key_in_service(world: World) -> None:
