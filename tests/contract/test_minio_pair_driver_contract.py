@@ -6,12 +6,16 @@ when MINIO_ENDPOINT + MINIO_ADMIN_ACCESS_KEY + MINIO_ADMIN_SECRET_KEY are set, a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pytest
+from minio import MinioAdmin
+from minio.credentials.providers import StaticProvider
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ConfigError, ObjectStoreRejected
@@ -143,3 +147,30 @@ async def test_a_pair_member_as_admin_is_refused(pair: Pair) -> None:
             pair_label(pair.users), keep=pair.first.access_key_id
         )
     assert await _refused(pair, pair.first) is None
+
+
+def _admin_client(pair: Pair) -> MinioAdmin:
+    return MinioAdmin(
+        endpoint=urlsplit(pair.endpoint).netloc,
+        credentials=StaticProvider(pair.admin.access_key_id, pair.admin.secret_access_key),
+        region=pair.region,
+        secure=pair.endpoint.startswith("https"),
+    )
+
+
+async def test_a_retire_leaves_a_user_an_operator_disabled_disabled(pair: Pair) -> None:
+    """runbooks/03 disables the parent of a leaked key: the rotation's retire must not
+    enable it again (add-user sets the status it is sent), which would revive that key."""
+    label = pair_label(pair.users)
+    admin = _admin_client(pair)
+    await asyncio.to_thread(admin.user_disable, pair.first.access_key_id)
+
+    await pair.driver().delete_key(label, pair.first.access_key_id)
+
+    info = json.loads(await asyncio.to_thread(admin.user_info, pair.first.access_key_id))
+    assert info["status"] == "disabled"
+    assert await _refused(pair, pair.first) == "AccessDenied"
+    # An enabled member is scrambled and stays enabled.
+    await pair.driver().delete_key(label, pair.other)
+    info = json.loads(await asyncio.to_thread(admin.user_info, pair.other))
+    assert info["status"] == "enabled"

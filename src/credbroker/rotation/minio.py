@@ -36,7 +36,9 @@ import certifi
 import urllib3
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
+from minio.crypto import encrypt
 from minio.error import MinioAdminException
+from minio.minioadmin import _COMMAND
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import (
@@ -110,13 +112,32 @@ class _MinioAdmin:
                 error = ObjectStoreUnavailable(
                     f"minio admin {action} for {user}: unreachable ({type(exc).__name__})"
                 )
-            except ValueError:  # minio/crypto.py: the answer did not decrypt (MAC check failed)
-                error = ObjectStoreError(f"minio admin {action} for {user}: undecryptable answer")
+            except ValueError as exc:  # minio/crypto.py: the answer did not decrypt
+                error = _undecryptable(action, user, exc)
             finally:
                 http.clear()
             raise error  # outside the handler: no chain keeps the minio/urllib3 exception
 
         return await asyncio.to_thread(run)
+
+
+# madmin-go encrypt.go: answers start with a 32-byte salt and one AEAD id byte; a FIPS build
+# encrypts with id 0x02 (PBKDF2-SHA256 + AES-GCM), which minio/crypto.py's _get_cipher refuses
+# as "Unknown AEAD ID 2" (it knows 0x00 Argon2id+AES-GCM and 0x01 Argon2id+ChaCha20 only).
+# Requests are fine: MinIO decrypts all three formats whatever its build.
+_FIPS_AEAD_REFUSAL = "Unknown AEAD ID 2"
+
+
+def _undecryptable(action: str, user: str, exc: ValueError) -> ObjectStoreError:
+    if str(exc) == _FIPS_AEAD_REFUSAL:
+        return ObjectStoreError(
+            f"minio admin {action} for {user}: the server encrypts admin answers as a FIPS "
+            "build does (format 0x02, PBKDF2 + AES-GCM), which minio-py cannot decrypt; "
+            "rotate this key by hand (runbooks/06-rotation.md) until it can",
+            code="minio_fips_admin_encryption",
+        )
+    # A MAC check failure: the answer was not encrypted with the admin key's secret.
+    return ObjectStoreError(f"minio admin {action} for {user}: undecryptable answer")
 
 
 class MinioKeyDriver(_MinioAdmin):
@@ -271,13 +292,31 @@ class MinioUserPairDriver(_MinioAdmin):
         self._is_pair(user)
         if key_id not in await self.list_keys(user):
             return  # not a pair member, or removed by hand: never create a user here
+        info = _json(
+            await self._call("user info", key_id, lambda a: a.user_info(key_id)), "user info"
+        )
+        # A user an operator disabled (runbooks/03: cutting off a leaked key) stays disabled:
+        # add-user sets the status it is given, and enabling would revive its vended keys.
+        status = "disabled" if info.get("status") == "disabled" else "enabled"
         await self._call(
-            "scramble secret", key_id, lambda a: a.user_add(key_id, new_secret())
+            "scramble secret", key_id, lambda a: _set_secret(a, key_id, new_secret(), status)
         )  # the random secret is generated inside the call and never kept
 
     def _is_pair(self, user: str) -> None:
         if user != self.label:
             raise ConfigError(f"minio-users: this driver manages {self.label}, not {user}")
+
+
+def _set_secret(admin: MinioAdmin, user: str, secret: str, status: str) -> None:
+    """PUT /minio/admin/v3/add-user?accessKey=U {"secretKey", "status"}, encrypted: what
+    MinioAdmin.user_add sends (minio 7.2), with the status given instead of always enabled."""
+    body = json.dumps({"status": status, "secretKey": secret}).encode()
+    admin._url_open(
+        method="PUT",
+        command=_COMMAND.ADD_USER,
+        query_params={"accessKey": user},
+        body=encrypt(body, admin._provider.retrieve().secret_key),
+    )
 
 
 def _json(text: str, action: str) -> dict[str, Any]:
