@@ -174,3 +174,18 @@ async def test_a_retire_leaves_a_user_an_operator_disabled_disabled(pair: Pair) 
     await pair.driver().delete_key(label, pair.other)
     info = json.loads(await asyncio.to_thread(admin.user_info, pair.other))
     assert info["status"] == "enabled"
+
+
+async def test_a_disabled_standby_is_never_enabled_by_a_rotation(pair: Pair) -> None:
+    label = pair_label(pair.users)
+    admin = _admin_client(pair)
+    await asyncio.to_thread(admin.user_disable, pair.other)
+
+    with pytest.raises(ObjectStoreRejected, match="is disabled"):
+        await pair.driver().create_key(label, keep=pair.first.access_key_id)
+
+    info = json.loads(await asyncio.to_thread(admin.user_info, pair.other))
+    assert info["status"] == "disabled"
+    await asyncio.to_thread(admin.user_enable, pair.other)
+    new = await pair.driver().create_key(label, keep=pair.first.access_key_id)
+    assert await _refused(pair, new) is None

@@ -272,6 +272,18 @@ class MinioUserPairDriver(_MinioAdmin):
         if (await self._admin_credentials()).access_key_id in self.users:
             # Scrambling the admin's own secret would lock the driver out of the pair.
             raise ConfigError("minio-users: the admin credentials must not be a pair member")
+        before = _json(
+            await self._call("user info", standby, lambda a: a.user_info(standby)), "user info"
+        )
+        if before.get("status") == "disabled":
+            # Disabled by an operator (runbooks/03, a leaked key): enabling it would revive
+            # every key it vended. The rotation waits for a person.
+            raise ObjectStoreRejected(
+                f"minio-users: standby user {standby} is disabled, so enabling it now could "
+                "revive keys it vended; enable it by hand once they have expired "
+                "(runbooks/03-revoke-a-client.md). Nothing was changed",
+                aws_code="XMinioUserDisabled",
+            )
         secret = new_secret()
         await self._call("set secret", standby, lambda a: a.user_add(standby, secret))
         info = _json(
