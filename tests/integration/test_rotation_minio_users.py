@@ -31,6 +31,7 @@ from credbroker.observability import Metrics
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.minio_admin import MinioAdminDouble
 from tests.doubles.vault import VaultDouble
+from tests.fakes import SimulatedKill
 from tests.integration.minio_settings import minio_rotation_settings
 
 PATH = "credbroker/object-store/service"
@@ -46,10 +47,6 @@ _READ = json.dumps(
         ],
     }
 )
-
-
-class SimulatedKill(BaseException):
-    """The process dies here (not an Exception: the Rotator must not record it)."""
 
 
 def settings(minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> Settings:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import logging
 import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +16,13 @@ from credbroker.errors import SecretStoreError, SecretStoreUnavailable
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.observability import Metrics
 from credbroker.secrets.resilient import BreakerState
-from tests.doubles.scripted_store import DOWN
-from tests.doubles.scripted_store import ScriptedStore as FakeStore
+from tests.fakes import DOWN, Clock
+from tests.fakes import ScriptedStore as FakeStore
 
 PATH = "credbroker/object-store/read-only"
 ACCESS_KEY = "AKREADONLYFALLBACK01"
 SECRET_KEY = "ro-secret-must-never-leak-4f1d9c"
 KEYS = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def make(

@@ -8,13 +8,15 @@ import pytest
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access, Flavor
+from credbroker.domain import Access, Client, Flavor, SecretVersion
 from credbroker.errors import SecretStoreUnavailable
 from credbroker.observability import Metrics
 from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
 from credbroker.vend import READ_ONLY, Broker, SpaceTarget, TtlLimits, VendRequest
-from tests.doubles.scripted_store import DOWN, ScriptedStore
-from tests.unit.test_vend_fallback import CLIENT, SERVICE, FakeAudit, FakeFallback, FakeIssuer
+from tests.fakes import DOWN, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
+
+SERVICE = SecretVersion({"access_key_id": "AKSERVICE", "secret_access_key": "svc-secret"}, 3)
+CLIENT = Client("rule", frozenset({"ENG"}), Access.WRITE, 3600)
 
 SETTINGS: dict[str, Any] = {
     "secret_cache_seconds": 300,  # the longest cache the config allows

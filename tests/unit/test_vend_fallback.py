@@ -3,22 +3,10 @@ unreachable, only for reads) the read-only fallback key with its own role."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 import pytest
 
 from credbroker.credentials import CredentialSource
-from credbroker.domain import (
-    Access,
-    Client,
-    Flavor,
-    SecretVersion,
-    ServiceCredentials,
-    TemporaryCredentials,
-)
+from credbroker.domain import Access, Client, Flavor, SecretVersion
 from credbroker.errors import (
     ObjectStoreRejected,
     SecretNotFound,
@@ -28,63 +16,10 @@ from credbroker.errors import (
 )
 from credbroker.observability import Metrics
 from credbroker.vend import Broker, PresignRequest, SpaceTarget, TtlLimits, VendRequest
-from tests.doubles.scripted_store import DOWN, ScriptedStore
+from tests.fakes import DOWN, READ_ROLE, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 
 SERVICE = SecretVersion({"access_key_id": "AKSERVICE", "secret_access_key": "svc-secret"}, 3)
-READ_ROLE = "arn:aws:iam:::role/credbroker-read"
 CLIENT = Client("rule", frozenset({"ENG"}), Access.WRITE, 3600)
-
-
-@dataclass
-class FakeFallback:
-    role_arn: str | None = READ_ROLE
-    stale: bool = False
-
-    def credentials(self) -> ServiceCredentials:
-        if self.stale:
-            raise SecretStoreUnavailable("the read-only fallback key is too old")
-        return ServiceCredentials("AKREADONLY", "ro-secret", 1)
-
-
-@dataclass
-class FakeIssuer:
-    endpoint: str = "http://s3.test"
-    public_endpoint: str = "http://s3.test"
-    region: str = "us-east-1"
-    calls: list[tuple[str, str | None]] = field(default_factory=list)
-    reject: bool = False
-
-    async def assume_role(
-        self,
-        parent: ServiceCredentials,
-        *,
-        policy: str,
-        duration_seconds: int,
-        session_name: str,
-        role_arn: str | None = None,
-    ) -> TemporaryCredentials:
-        self.calls.append((parent.access_key_id, role_arn))
-        if self.reject:
-            raise ObjectStoreRejected("refused", aws_code="AccessDenied")
-        expires = datetime.now(UTC) + timedelta(seconds=duration_seconds)
-        return TemporaryCredentials("ASIATEMP", "temp-secret", "token", expires)
-
-    def presign(self, credentials: TemporaryCredentials, **kw: Any) -> str:
-        return f"http://s3.test/{kw['bucket']}/{kw['key']}?sig"
-
-    async def check(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass
-class FakeAudit:
-    events: list[Mapping[str, Any]] = field(default_factory=list)
-
-    async def record(self, event: Mapping[str, Any]) -> None:
-        self.events.append(dict(event))
-
-    async def close(self) -> None: ...
 
 
 def broker(
@@ -113,7 +48,7 @@ async def test_a_read_during_an_outage_uses_the_read_only_key_and_role(outage: E
     vended = await made.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
 
     assert vended.mode == "read-only"
-    assert issuer.calls == [("AKREADONLY", READ_ROLE)]
+    assert issuer.signers == [("AKREADONLY", READ_ROLE)]
     assert audit.events[-1]["mode"] == "read-only"
     assert audit.events[-1]["access"] == "read"
 
@@ -124,7 +59,7 @@ async def test_a_healthy_store_means_the_service_key_and_the_configured_role() -
     for access in (Access.READ, Access.WRITE):
         vended = await made.vend(CLIENT, VendRequest(space="ENG", access=access))
         assert vended.mode == "normal"
-    assert issuer.calls == [("AKSERVICE", None), ("AKSERVICE", None)]
+    assert issuer.signers == [("AKSERVICE", None), ("AKSERVICE", None)]
     assert [e["mode"] for e in audit.events] == ["normal", "normal"]
 
 
@@ -136,7 +71,7 @@ async def test_a_write_during_an_outage_is_503_and_never_reaches_the_object_stor
 
     assert (info.value.status, info.value.code) == (503, "vault_unavailable")
     assert info.value.__cause__ is None
-    assert issuer.calls == []
+    assert issuer.signers == []
 
 
 @pytest.mark.parametrize(
@@ -149,21 +84,21 @@ async def test_a_store_that_answers_and_refuses_never_falls_back(refusal: Except
 
     with pytest.raises(type(refusal)):
         await made.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
-    assert issuer.calls == []
+    assert issuer.signers == []
 
 
 async def test_without_a_fallback_an_outage_is_503_for_reads_too() -> None:
     made, issuer, _, _ = broker(DOWN)
     with pytest.raises(SecretStoreUnavailable):
         await made.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
-    assert issuer.calls == []
+    assert issuer.signers == []
 
 
 async def test_a_stale_fallback_refuses_reads_too() -> None:
     made, issuer, _, _ = broker(DOWN, fallback=FakeFallback(stale=True))
     with pytest.raises(SecretStoreUnavailable, match="too old"):
         await made.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
-    assert issuer.calls == []
+    assert issuer.signers == []
 
 
 async def test_presign_get_may_fall_back_and_presign_put_may_not() -> None:
@@ -173,7 +108,7 @@ async def test_presign_get_may_fall_back_and_presign_put_may_not() -> None:
     assert got.mode == "read-only" and audit.events[-1]["mode"] == "read-only"
     with pytest.raises(SecretStoreUnavailable, match="write access"):
         await made.presign(CLIENT, PresignRequest(space="ENG", key="a.txt", method="PUT"))
-    assert issuer.calls == [("AKREADONLY", READ_ROLE)]
+    assert issuer.signers == [("AKREADONLY", READ_ROLE)]
 
 
 async def test_a_rejected_read_only_key_is_not_retried_against_the_store() -> None:
@@ -181,5 +116,5 @@ async def test_a_rejected_read_only_key_is_not_retried_against_the_store() -> No
 
     with pytest.raises(ObjectStoreRejected):
         await made.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
-    assert issuer.calls == [("AKREADONLY", READ_ROLE)]
+    assert issuer.signers == [("AKREADONLY", READ_ROLE)]
     assert store.calls == ["read"]

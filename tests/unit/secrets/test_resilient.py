@@ -22,17 +22,9 @@ from credbroker.errors import (
 )
 from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.vault import VaultKV2Store
-from tests.doubles.scripted_store import DOWN
-from tests.doubles.scripted_store import ScriptedStore as FakeStore
 from tests.doubles.vault import VaultDouble
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import DOWN, MonotonicClock
+from tests.fakes import ScriptedStore as FakeStore
 
 
 class Sleeps:
@@ -43,14 +35,20 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def breaker(clock: FakeClock | None = None, *, threshold: int = 3, open_s: float = 10.0) -> Any:
+def breaker(
+    clock: MonotonicClock | None = None, *, threshold: int = 3, open_s: float = 10.0
+) -> Any:
     return CircuitBreaker(
-        failure_threshold=threshold, open_seconds=open_s, clock=clock or FakeClock()
+        failure_threshold=threshold, open_seconds=open_s, clock=clock or MonotonicClock()
     )
 
 
 def wrap(
-    inner: Any, cb: CircuitBreaker | None = None, *, sleep: Sleeps | None = None, **kw: Any
+    inner: Any,
+    cb: CircuitBreaker | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    **kw: Any,
 ) -> ResilientSecretStore:
     options: dict[str, Any] = {"timeout_seconds": 2.0, "attempts": 3}
     return ResilientSecretStore(
@@ -62,7 +60,7 @@ def wrap(
 
 
 def test_breaker_opens_after_the_threshold_and_fails_fast_until_the_interval_passes() -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=3, open_s=10)
     seen: list[BreakerState] = []
     cb.subscribe(seen.append)
@@ -92,7 +90,7 @@ def test_breaker_opens_after_the_threshold_and_fails_fast_until_the_interval_pas
 
 
 def test_a_failed_trial_opens_the_breaker_for_another_full_interval() -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=1, open_s=5)
     cb.acquire()
     cb.failed("down", trial=False)
@@ -120,7 +118,7 @@ def test_only_consecutive_failures_count_and_an_answer_resets_them() -> None:
 
 
 def test_an_abandoned_trial_frees_the_slot_without_a_verdict() -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=1, open_s=1)
     cb.acquire()
     cb.failed("down", trial=False)
@@ -132,7 +130,7 @@ def test_an_abandoned_trial_frees_the_slot_without_a_verdict() -> None:
 
 
 def test_state_changes_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=2, open_s=1)
     with caplog.at_level(logging.WARNING, logger="credbroker.secrets.resilient"):
         for _ in range(2):
@@ -237,7 +235,7 @@ async def test_refusals_pass_straight_through_and_never_trip_the_breaker(
 
 
 async def test_a_refusal_counts_as_an_answer_and_closes_a_half_open_breaker() -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=1, open_s=1)
     store = wrap(FakeStore(DOWN, DOWN, DOWN, SecretNotFound("not found")), cb, attempts=3)
     with pytest.raises(SecretStoreUnavailable):
@@ -324,7 +322,7 @@ async def test_the_deadline_bounds_retries_and_their_waits_together() -> None:
 
 
 async def test_a_cancelled_trial_frees_the_half_open_slot() -> None:
-    clock = FakeClock()
+    clock = MonotonicClock()
     cb = breaker(clock, threshold=1, open_s=1)
     store = wrap(HangingStore(), cb, timeout_seconds=5)
     cb.acquire()

@@ -1,0 +1,292 @@
+"""In-memory fakes of the ports the centre uses: one per port, shared by every test.
+
+A fake behaves like the real adapter as far as the centre can tell, keeps what it was asked for
+the tests to read, and can be told to fail. HTTP doubles of outside servers (Vault, MinIO) are
+a different thing and live in tests/doubles/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from credbroker.domain import SecretVersion, ServiceCredentials, TemporaryCredentials
+from credbroker.errors import (
+    CasMismatch,
+    ObjectStoreRejected,
+    SecretNotFound,
+    SecretStoreUnavailable,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class SimulatedKill(BaseException):
+    """Like SIGKILL: no `except Exception` handler of the use case sees it."""
+
+
+# --- clocks -----------------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall-clock time that moves only when told to (`advance`, or an injected `sleep`)."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+
+class MonotonicClock:
+    """A time.monotonic() that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+class FakeAudit:
+    """An AuditSink that keeps every event, copied as recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def record(self, event: Mapping[str, Any]) -> None:
+        self.events.append(dict(event))
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == event]
+
+
+# --- object store (STS issuer) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssumeRoleCall:
+    parent: ServiceCredentials
+    policy: str
+    duration_seconds: int
+    session_name: str
+    role_arn: str | None
+
+
+@dataclass(frozen=True)
+class PresignCall:
+    credentials: TemporaryCredentials
+    bucket: str
+    key: str
+    method: str
+    expires_in: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class FakeIssuer:
+    """An Issuer that mints a fresh key per call, valid for the duration asked from `clock`.
+
+    Told otherwise, it rejects (`failures`: one exception per call, in order; `reject`: every
+    call), or stamps another lifetime (`lifetime_seconds`, whatever was asked), as MinIO does
+    with MINIO_STS_DURATION set.
+    """
+
+    clock: Callable[[], datetime] = _utcnow
+    endpoint: str = "http://s3.test"
+    public_endpoint: str = "http://s3.test"
+    region: str = "us-east-1"
+    reject: bool = False  # every call: AccessDenied
+    failures: list[Exception] = field(default_factory=list)
+    lifetime_seconds: float | None = None
+    calls: list[AssumeRoleCall] = field(default_factory=list)
+    presigns: list[PresignCall] = field(default_factory=list)
+    minted: list[TemporaryCredentials] = field(default_factory=list)
+
+    @property
+    def signers(self) -> list[tuple[str, str | None]]:
+        """(parent key id, role) of every call, in order."""
+        return [(c.parent.access_key_id, c.role_arn) for c in self.calls]
+
+    async def assume_role(
+        self,
+        parent: ServiceCredentials,
+        *,
+        policy: str,
+        duration_seconds: int,
+        session_name: str,
+        role_arn: str | None = None,
+    ) -> TemporaryCredentials:
+        self.calls.append(AssumeRoleCall(parent, policy, duration_seconds, session_name, role_arn))
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.reject:
+            raise ObjectStoreRejected("refused", aws_code="AccessDenied")
+        n = len(self.minted) + 1
+        lifetime = duration_seconds if self.lifetime_seconds is None else self.lifetime_seconds
+        key = TemporaryCredentials(
+            access_key_id=f"ASIATEMP{n:04d}",
+            secret_access_key=f"temp-secret-{n:04d}",
+            session_token=f"temp-token-{n:04d}",
+            expiration=self.clock() + timedelta(seconds=lifetime),
+        )
+        self.minted.append(key)
+        return key
+
+    def presign(
+        self,
+        credentials: TemporaryCredentials,
+        *,
+        bucket: str,
+        key: str,
+        method: str,
+        expires_in: int,
+    ) -> str:
+        self.presigns.append(PresignCall(credentials, bucket, key, method, expires_in))
+        return (
+            f"{self.public_endpoint}/{bucket}/{key}?X-Amz-Expires={expires_in}"
+            f"&X-Amz-Credential={credentials.access_key_id}"
+        )
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- read-only fallback -----------------------------------------------------------------------
+
+READ_ROLE = "arn:aws:iam:::role/credbroker-read"
+READ_ONLY_KEY = ServiceCredentials("AKREADONLY", "ro-secret", 1)
+
+
+@dataclass
+class FakeFallback:
+    """ReadOnlyKeys: the read-only parent key with its own role, or too old to use."""
+
+    role_arn: str | None = READ_ROLE
+    stale: bool = False
+
+    def credentials(self) -> ServiceCredentials:
+        if self.stale:
+            raise SecretStoreUnavailable("the read-only fallback key is too old")
+        return READ_ONLY_KEY
+
+
+# --- secret stores ----------------------------------------------------------------------------
+
+DOWN = SecretStoreUnavailable("vault read of 'p': cannot connect")
+
+
+class ScriptedStore:
+    """A SecretStore that answers from a script, for unit tests of what wraps it.
+
+    Each call pops the next outcome: an exception is raised, anything else returned. When the
+    script runs out, reads return SecretVersion({"k": "v"}, 1).
+    """
+
+    kind = "scripted"
+    writable = True
+
+    def __init__(self, *outcomes: object) -> None:
+        self.outcomes = list(outcomes)
+        self.calls: list[str] = []
+        self.closed = False
+
+    def _next(self, action: str) -> Any:
+        self.calls.append(action)
+        outcome = self.outcomes.pop(0) if self.outcomes else SecretVersion({"k": "v"}, 1)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def read(self, path: str) -> SecretVersion:
+        result: SecretVersion = self._next("read")
+        return result
+
+    async def write(self, path: str, data: Mapping[str, str], *, cas: int | None) -> int:
+        self._next("write")
+        return 2
+
+    async def check(self) -> None:
+        self._next("check")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class MemorySecretStore:
+    """A versioned store with Vault KV v2 semantics (versions from 1, check-and-set), in memory.
+
+    `outages` are raised by the next calls, one each, in order (any call: read, read_version,
+    write, check); `down` by every call while set.
+    """
+
+    kind = "memory"
+    writable = True
+
+    def __init__(self) -> None:
+        self.versions: dict[str, list[dict[str, str]]] = {}
+        self.outages: list[BaseException] = []
+        self.down: BaseException | None = None
+        self.calls: list[str] = []
+        self.closed = False
+
+    def _call(self, action: str) -> None:
+        self.calls.append(action)
+        if self.outages:
+            raise self.outages.pop(0)
+        if self.down is not None:
+            raise self.down
+
+    def put(self, path: str, data: Mapping[str, str]) -> int:
+        """Write a version directly, as another writer would (no call recorded)."""
+        self.versions.setdefault(path, []).append(dict(data))
+        return len(self.versions[path])
+
+    async def read(self, path: str) -> SecretVersion:
+        self._call("read")
+        history = self.versions.get(path)
+        if not history:
+            raise SecretNotFound(f"no secret at {path!r}")
+        return SecretVersion(dict(history[-1]), len(history))
+
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        self._call("read_version")
+        history = self.versions.get(path, [])
+        if not 1 <= version <= len(history):
+            raise SecretNotFound(f"no version {version} of {path!r}")
+        return SecretVersion(dict(history[version - 1]), version)
+
+    async def write(self, path: str, data: Mapping[str, str], *, cas: int | None) -> int:
+        self._call("write")
+        current = len(self.versions.get(path, []))
+        if cas is not None and cas != current:
+            raise CasMismatch(f"{path!r} is at version {current}, not {cas}")
+        return self.put(path, data)
+
+    async def check(self) -> None:
+        self._call("check")
+
+    async def close(self) -> None:
+        self.closed = True
