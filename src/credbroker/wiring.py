@@ -1,9 +1,15 @@
-"""The one place that knows the concrete adapters and builds them from settings."""
+"""The composition root: the one module that names concrete classes and builds them from
+settings. Entry points (the web app, the CLI) call `runtime()` or `standalone_rotation()`
+and get ready objects; closing is done here too, with one AsyncExitStack, so a failing close
+never leaks the rest."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
@@ -17,16 +23,20 @@ from credbroker.config import (
 )
 from credbroker.credentials import CredentialSource
 from credbroker.domain import Access, Scope, ServiceCredentials
+from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.issuers.probe import SignedCallProbe
 from credbroker.issuers.sts import StsIssuer
 from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
 from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
+from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import load_key
-from credbroker.vend import SpaceTarget, TtlLimits
+from credbroker.vend import Broker, SpaceTarget, TtlLimits
+
+log = logging.getLogger("credbroker.wiring")
 
 
 def build_secret_store(
@@ -310,3 +320,90 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
             rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
         )
         yield rotator
+
+
+# --- the whole service ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything `credbroker serve` runs, built once from the settings. Starting the
+    background work (the fallback's refresh, the rotation scheduler) is the entry point's
+    lifecycle; building and closing are here."""
+
+    caller_auth: CallerAuth
+    broker: Broker
+    secret_store: SecretStore
+    issuer: Issuer
+    fallback: ReadOnlyFallback | None
+    rotator: Rotator | None
+    scheduler: RotationScheduler | None
+
+
+@asynccontextmanager
+async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime]:
+    """Build the service; on exit close it, newest first (rotation, then audit, issuer and
+    store), each close run even if an earlier one failed."""
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings, metrics=metrics)
+        stack.push_async_callback(store.close)
+        issuer = build_issuer(settings)
+        stack.push_async_callback(issuer.close)
+        audit = build_audit(settings)  # one sink per process: vends and rotations alike
+        stack.push_async_callback(audit.close)
+        credentials = build_credentials(settings, store)
+        fallback = build_fallback(settings, store, metrics)
+        broker = Broker(
+            spaces=space_targets(settings),
+            ttl=ttl_limits(settings),
+            credentials=credentials,
+            issuer=issuer,
+            audit=audit,
+            metrics=metrics,
+            flavor=settings.object_store.flavor,
+            fallback=fallback,
+            clock_skew_seconds=settings.object_store.clock_skew_seconds,
+        )
+        rotator: Rotator | None = None
+        scheduler: RotationScheduler | None = None
+        if settings.rotation.credentials:
+            rotator = await stack.enter_async_context(
+                rotation(
+                    settings,
+                    store=store,
+                    issuer=issuer,
+                    metrics=metrics,
+                    audit=audit,
+                    on_switch=_follow_switch(settings, credentials, fallback),
+                )
+            )
+            if settings.rotation.scheduler:
+                scheduler = RotationScheduler(
+                    rotator, resync_seconds=settings.rotation.resync_seconds
+                )
+        yield Runtime(
+            caller_auth=build_caller_auth(settings),
+            broker=broker,
+            secret_store=store,
+            issuer=issuer,
+            fallback=fallback,
+            rotator=rotator,
+            scheduler=scheduler,
+        )
+
+
+def _follow_switch(
+    settings: Settings, credentials: CredentialSource, fallback: ReadOnlyFallback | None
+) -> Callable[[str], Awaitable[None]]:
+    """What a rotation's switch means here: the broker drops its cached service key at once,
+    and the read-only fallback re-reads (and re-seals) its key when that one rotated."""
+    fallback_path = settings.fallback.credentials_path if settings.fallback else None
+
+    async def switched(path: str) -> None:
+        if path == settings.object_store.credentials_path:
+            credentials.invalidate()
+        if fallback is not None and path == fallback_path:
+            with contextlib.suppress(CredbrokerError):
+                await fallback.refresh()  # the sealed copy follows the new key now
+
+    return switched

@@ -22,18 +22,18 @@ from credbroker.errors import (
     SecretStoreReadOnly,
 )
 from credbroker.rotation.rotate import Outcome, Rotator
-from credbroker.web.keys import CALLER_AUTH, ROTATOR
+from credbroker.web.appkeys import RUNTIME
 
 
 def _admin(request: web.Request) -> Client:
-    client = request.app[CALLER_AUTH].authenticate(request.headers.get("Authorization"))
+    client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
     if not client.admin:
         raise NotAllowed(f"client {client.id} is not an admin", code="admin_required")
     return client
 
 
 def _rotator(request: web.Request) -> Rotator:
-    rotator = request.app.get(ROTATOR)
+    rotator = request.app[RUNTIME].rotator
     if rotator is None:
         raise web.HTTPNotFound(reason="no rotation is configured")
     return rotator

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from credbroker.errors import CredbrokerError, UpstreamError
-from credbroker.web.keys import METRICS
+from credbroker.web.appkeys import METRICS
 
 log = logging.getLogger("credbroker.web")
 

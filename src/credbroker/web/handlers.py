@@ -14,14 +14,14 @@ from credbroker.domain import Access, Client
 from credbroker.errors import CredbrokerError, InvalidRequest, SecretStoreUnavailable
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.vend import PresignRequest, VendRequest
-from credbroker.web.keys import BROKER, CALLER_AUTH, FALLBACK, ISSUER, METRICS, SECRET_STORE
+from credbroker.web.appkeys import METRICS, RUNTIME
 from credbroker.web.schemas import CredentialsBody, PresignBody
 
 Body = TypeVar("Body", bound=BaseModel)
 
 
 def _client(request: web.Request) -> Client:
-    return request.app[CALLER_AUTH].authenticate(request.headers.get("Authorization"))
+    return request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
 
 
 async def _parse(request: web.Request, model: type[Body]) -> Body:
@@ -47,7 +47,7 @@ async def _parse(request: web.Request, model: type[Body]) -> Body:
 async def create_credentials(request: web.Request) -> web.Response:
     client = _client(request)
     body = await _parse(request, CredentialsBody)
-    vended = await request.app[BROKER].vend(
+    vended = await request.app[RUNTIME].broker.vend(
         client,
         VendRequest(
             space=body.space,
@@ -82,7 +82,7 @@ async def create_credentials(request: web.Request) -> web.Response:
 async def create_presigned_url(request: web.Request) -> web.Response:
     client = _client(request)
     body = await _parse(request, PresignBody)
-    presigned = await request.app[BROKER].presign(
+    presigned = await request.app[RUNTIME].broker.presign(
         client,
         PresignRequest(
             space=body.space,
@@ -118,8 +118,8 @@ async def readyz(request: web.Request) -> web.Response:
     fallback serves reads (they work, so stay in rotation); 503 "not_ready" otherwise."""
     checks: dict[str, Any] = {}
     for name, check in (
-        ("secret_store", request.app[SECRET_STORE].check),
-        ("object_store", request.app[ISSUER].check),
+        ("secret_store", request.app[RUNTIME].secret_store.check),
+        ("object_store", request.app[RUNTIME].issuer.check),
     ):
         try:
             await asyncio.wait_for(check(), timeout=3.0)
@@ -128,7 +128,7 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = {"ok": False, "code": exc.code, "message": exc.message}
         except TimeoutError:
             checks[name] = {"ok": False, "code": "timeout", "message": "no answer within 3 s"}
-    fallback = request.app.get(FALLBACK)
+    fallback = request.app[RUNTIME].fallback
     if fallback is not None:
         checks["read_only_fallback"] = _fallback_check(fallback)
     store, objects = checks["secret_store"], checks["object_store"]

@@ -1,0 +1,14 @@
+"""Typed application storage (aiohttp AppKeys)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from credbroker.config import Settings
+from credbroker.observability import Metrics
+from credbroker.wiring import Runtime
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+# Set once the app has started (cleanup_ctx); every handler reads its objects from here.
+RUNTIME = web.AppKey("runtime", Runtime)
