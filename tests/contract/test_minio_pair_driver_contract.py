@@ -84,10 +84,22 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
             await asyncio.to_thread(real.user_remove, name)
 
 
+# MinIO refuses a session policy without Version ("{}" is 400 InvalidParameterValue "Version
+# cannot be empty expecting '2012-10-17'": cmd/sts-handlers.go populateSessionPolicy).
+_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::none/x"]}
+        ],
+    }
+)
+
+
 async def _refused(pair: Pair, key: ServiceCredentials) -> str | None:
     issuer = StsIssuer(endpoint=pair.endpoint, region=pair.region, role_arn=None)
     try:
-        await issuer.assume_role(key, policy="{}", duration_seconds=900, session_name="t")
+        await issuer.assume_role(key, policy=_POLICY, duration_seconds=900, session_name="t")
     except ObjectStoreRejected as exc:
         return exc.aws_code
     finally:

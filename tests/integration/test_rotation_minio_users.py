@@ -39,14 +39,29 @@ ADMIN = "credbroker/object-store/minio-admin"
 PAIR = ("credbroker-a", "credbroker-b")
 POLICY = "credbroker-parent"
 VENDS = 50
+BUCKET = "confluence-exports"
 _READ = json.dumps(
     {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/ENG/*"]}
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{BUCKET}/ENG/*"],
+            }
         ],
     }
 )
+_PARENT_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:*"],
+            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+        }
+    ],
+}
 
 
 def settings(minio: MinioAdminDouble, vault: VaultDouble, tmp_path: Path) -> Settings:
@@ -82,6 +97,11 @@ class World:
         self.minio.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
         self.minio.add_user(PAIR[0], self.first.secret_access_key)
         self.minio.add_user(PAIR[1], secrets.token_urlsafe(24))  # setup.sh: nobody keeps it
+        # The pair's policy must exist before anyone attaches it (MinIO: 404
+        # XMinioAdminNoSuchPolicy, cmd/iam-store.go PolicyDBUpdate); the first user has it.
+        self.minio.set_policy(POLICY, _PARENT_POLICY)
+        self.minio.attach(PAIR[0], POLICY)
+        self.minio.put_object(BUCKET, "ENG/page.html", b"<html/>")
         self.vault.add_token("rotation-token")
         await self.store.write(PATH, self.first.as_secret_data(), cas=0)
         await self.store.write(ADMIN, admin.as_secret_data(), cas=0)
@@ -114,7 +134,12 @@ async def world(tmp_path: Path) -> Any:
 
 async def list_buckets(endpoint: str, region: str, key: TemporaryCredentials) -> int:
     """A signed S3 call with an STS key (its session token included): the HTTP status."""
-    request = AWSRequest(method="GET", url=endpoint + "/")
+    return (await s3_get(endpoint + "/", region, key))[0]
+
+
+async def s3_get(url: str, region: str, key: TemporaryCredentials) -> tuple[int, str]:
+    """A signed S3 GET with an STS key: the HTTP status and the body."""
+    request = AWSRequest(method="GET", url=url)
     S3SigV4Auth(
         Credentials(key.access_key_id, key.secret_access_key, key.session_token), "s3", region
     ).add_auth(request)
@@ -122,7 +147,7 @@ async def list_buckets(endpoint: str, region: str, key: TemporaryCredentials) ->
         aiohttp.ClientSession() as http,
         http.get(request.url, headers=dict(request.headers.items())) as response,
     ):
-        return response.status
+        return response.status, await response.text()
 
 
 async def refused_code(world: World, key: ServiceCredentials) -> str | None:
@@ -201,11 +226,16 @@ async def test_a_disabled_parent_denies_its_vended_keys_which_is_why_retire_scra
     """MinIO's policyDBGet finds no policy for a disabled user, and an STS key is authorised
     through its parent: disabling the old user would break every key vended from it."""
     vended = await world.vend()
+    page = f"{world.minio.endpoint}/{BUCKET}/ENG/page.html"
+    assert await s3_get(page, world.minio.region, vended) == (200, "<html/>")
+
+    world.minio.set_user_status(PAIR[0], enabled=False)  # mc admin user disable
+
+    status, body = await s3_get(page, world.minio.region, vended)
+    assert (status, "<Code>AccessDenied</Code>" in body) == (403, True)
+    # ListBuckets never answers AccessDenied to a signed-in caller: it filters the list
+    # (cmd/bucket-handlers.go ListBucketsHandler), so it cannot show the denial.
     assert await list_buckets(world.minio.endpoint, world.minio.region, vended) == 200
-
-    world.minio._keys[PAIR[0]].status = "off"  # mc admin user disable
-
-    assert await list_buckets(world.minio.endpoint, world.minio.region, vended) == 403
 
 
 @pytest.mark.parametrize(
