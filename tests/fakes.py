@@ -224,6 +224,10 @@ class ScriptedStore:
         result: SecretVersion = self._next("read")
         return result
 
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        result: SecretVersion = self._next("read_version")
+        return result
+
     async def write(self, path: str, data: Mapping[str, str], *, cas: int | None) -> int:
         self._next("write")
         return 2

@@ -23,6 +23,15 @@ class Access(enum.StrEnum):
         return self is Access.WRITE or wanted is Access.READ
 
 
+class BreakerState(enum.StrEnum):
+    """The secret store's circuit breaker: closed (calls go through), open (the store is
+    known unreachable: calls fail fast), half_open (one trial call decides)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Exactly what one vended key may touch: one bucket, one prefix, one access level.

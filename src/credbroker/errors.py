@@ -47,6 +47,13 @@ class ConfigError(CredbrokerError):
     status = 500
 
 
+class SealError(ConfigError):
+    """A sealed file (embedded store, fallback cache) cannot be read: wrong key, tampered,
+    not ours, or unreadable."""
+
+    code = "seal_error"
+
+
 # --- outside systems --------------------------------------------------------------------------
 
 

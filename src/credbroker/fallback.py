@@ -19,18 +19,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from credbroker.domain import ServiceCredentials
-from credbroker.errors import CredbrokerError, SecretStoreError, SecretStoreUnavailable
-from credbroker.observability import Metrics
-from credbroker.ports import SecretStore
-from credbroker.secrets.resilient import BreakerState
-from credbroker.secrets.sealing import SealError, seal, unseal, write_atomically
+from credbroker.domain import BreakerState, ServiceCredentials
+from credbroker.errors import (
+    CredbrokerError,
+    SealError,
+    SecretStoreError,
+    SecretStoreUnavailable,
+)
+from credbroker.ports import BrokerMetrics, SealedCache, SecretStore
 
 log = logging.getLogger("credbroker.fallback")
-
-_PURPOSE = "read-only-fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +45,17 @@ class ReadOnlyFallback:
         *,
         path: str,
         role_arn: str | None,
-        cache_file: Path,
-        key: bytes,
+        cache: SealedCache,
         refresh_seconds: float,
         retry_seconds: float,
         max_staleness_seconds: float,
-        metrics: Metrics,
+        metrics: BrokerMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.role_arn = role_arn
         self._store = store
         self._path = path
-        self._cache_file = cache_file
-        self._key = key
+        self._cache = cache
         self._refresh_seconds = refresh_seconds
         self._retry_seconds = retry_seconds
         self._max_staleness = max_staleness_seconds
@@ -109,7 +106,7 @@ class ReadOnlyFallback:
         """Listener for the secret store's circuit breaker."""
         if state is BreakerState.OPEN and not self._degraded:
             self._degraded = True
-            self._metrics.degraded.set(1)
+            self._metrics.set_degraded(True)
             log.warning(
                 "entering degraded mode: the secret store is unreachable; reads are served with "
                 "the read-only fallback key (%s), writes get 503 vault_unavailable",
@@ -117,7 +114,7 @@ class ReadOnlyFallback:
             )
         elif state is BreakerState.CLOSED and self._degraded:
             self._degraded = False
-            self._metrics.degraded.set(0)
+            self._metrics.set_degraded(False)
             log.warning("leaving degraded mode: the secret store answers again; writes resume")
 
     # --- keeping the keys fresh -------------------------------------------------------------
@@ -155,25 +152,19 @@ class ReadOnlyFallback:
         """At start: the last sealed keys, if any. An unreadable, foreign or wrongly keyed file
         is logged and ignored; the next refresh replaces it."""
         try:
-            sealed = self._cache_file.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("cannot read fallback cache %s: %s", self._cache_file, exc.strerror)
-            return
-        try:
-            snapshot = self._parse(unseal(self._key, sealed, purpose=_PURPOSE))
+            plaintext = self._cache.load()
+            if plaintext is None:
+                return
+            snapshot = self._parse(plaintext)
         except SealError as exc:
-            log.warning("fallback cache %s ignored: %s", self._cache_file, exc.message)
+            log.warning("fallback cache %s ignored: %s", self._cache, exc.message)
             return
         if snapshot is None:
-            log.warning("fallback cache %s ignored: not for %r", self._cache_file, self._path)
+            log.warning("fallback cache %s ignored: not for %r", self._cache, self._path)
             return
         if self._snapshot is None or snapshot.fetched_at > self._snapshot.fetched_at:
             self._snapshot = snapshot
-        log.info(
-            "read-only fallback key loaded from %s (%s)", self._cache_file, self._describe_age()
-        )
+        log.info("read-only fallback key loaded from %s (%s)", self._cache, self._describe_age())
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -194,7 +185,7 @@ class ReadOnlyFallback:
                 "fetched_at": snapshot.fetched_at.isoformat(),
             }
         ).encode()
-        write_atomically(self._cache_file, seal(self._key, plaintext, purpose=_PURPOSE))
+        self._cache.save(plaintext)
 
     def _parse(self, plaintext: bytes) -> _Snapshot | None:
         try:

@@ -70,3 +70,11 @@ class Metrics:
             ["credential"],
             registry=r,
         )
+
+    # --- ports.BrokerMetrics ----------------------------------------------------------------
+
+    def count_parent_key_refresh(self) -> None:
+        self.parent_key_refreshes.inc()
+
+    def set_degraded(self, degraded: bool) -> None:
+        self.degraded.set(1 if degraded else 0)

@@ -35,6 +35,12 @@ class SecretStore(Protocol):
         """Current version of the secret at `path`."""
         ...
 
+    async def read_version(self, path: str, version: int) -> SecretVersion:
+        """Version `version` of `path`; SecretNotFound if it is gone (deleted or pruned) or the
+        store keeps no older versions. Rotation reads the version it replaced to prove, with a
+        real signed call, that the old key is refused once deleted."""
+        ...
+
     async def write(self, path: str, data: Mapping[str, str], *, cas: int | None) -> int:
         """Write a new version and return its number.
 
@@ -60,6 +66,31 @@ class ReadOnlyKeys(Protocol):
 
     def credentials(self) -> ServiceCredentials:
         """The read-only parent key; SecretStoreUnavailable if there is none or it is too old."""
+        ...
+
+
+class SealedCache(Protocol):
+    """A small file sealed with the broker's key (AES-256-GCM: secrets/sealing.py)."""
+
+    def load(self) -> bytes | None:
+        """The last saved plaintext; None if nothing was saved yet. SealError if the file is
+        unreadable, tampered, sealed with another key or for another purpose."""
+        ...
+
+    def save(self, plaintext: bytes) -> None:
+        """Seal and replace atomically (a crash leaves the old or the new file)."""
+        ...
+
+
+class BrokerMetrics(Protocol):
+    """What the vend path and the read-only fallback report (observability.Metrics)."""
+
+    def count_parent_key_refresh(self) -> None:
+        """A cached service key was refused by the object store and re-read."""
+        ...
+
+    def set_degraded(self, degraded: bool) -> None:
+        """Reads are (True) or are no longer (False) served by the read-only fallback."""
         ...
 
 
@@ -114,18 +145,6 @@ class AuditSink(Protocol):
 
 
 # --- rotation -------------------------------------------------------------------------------
-
-
-class VersionedSecretStore(SecretStore, Protocol):
-    """A writable store that also serves older versions (Vault KV v2, the embedded file).
-
-    Rotation reads the version it replaced to prove, with a real signed call, that the old key
-    is rejected once deleted.
-    """
-
-    async def read_version(self, path: str, version: int) -> SecretVersion:
-        """Version `version` of `path`; SecretNotFound if it is gone (deleted or pruned)."""
-        ...
 
 
 class StateStore(Protocol):

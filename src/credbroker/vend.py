@@ -34,7 +34,6 @@ from credbroker.errors import (
     ObjectStoreRejected,
     SecretStoreUnavailable,
 )
-from credbroker.observability import Metrics
 from credbroker.policy import (
     narrow_prefix,
     render_policy,
@@ -42,7 +41,7 @@ from credbroker.policy import (
     validate_object_key,
     validate_space_key,
 )
-from credbroker.ports import AuditSink, Issuer, ReadOnlyKeys
+from credbroker.ports import AuditSink, BrokerMetrics, Issuer, ReadOnlyKeys
 
 log = logging.getLogger("credbroker.vend")
 
@@ -128,7 +127,7 @@ class Broker:
         credentials: CredentialSource,
         issuer: Issuer,
         audit: AuditSink,
-        metrics: Metrics,
+        metrics: BrokerMetrics,
         flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -315,7 +314,7 @@ class Broker:
             if fresh.access_key_id == parent.access_key_id and fresh.version == parent.version:
                 raise
             log.info("parent key v%s rejected; now using v%s", parent.version, fresh.version)
-            self._metrics.parent_key_refreshes.inc()
+            self._metrics.count_parent_key_refresh()
             credentials = await self._issuer.assume_role(
                 fresh, policy=policy, duration_seconds=ttl, session_name=lease_id
             )

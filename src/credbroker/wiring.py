@@ -22,7 +22,7 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.credentials import CredentialSource
-from credbroker.domain import Access, Scope, ServiceCredentials
+from credbroker.domain import Access, BreakerState, Scope, ServiceCredentials
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.issuers.probe import SignedCallProbe
@@ -32,8 +32,8 @@ from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretSto
 from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
-from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
-from credbroker.secrets.sealing import load_key
+from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
+from credbroker.secrets.sealing import SealedFile, load_key
 from credbroker.vend import Broker, SpaceTarget, TtlLimits
 
 log = logging.getLogger("credbroker.wiring")
@@ -86,8 +86,11 @@ def build_fallback(
         store,
         path=config.credentials_path,
         role_arn=config.role_arn,
-        cache_file=config.cache_file,
-        key=load_key(env_var=config.key_env, key_file=config.key_file),
+        cache=SealedFile(
+            config.cache_file,
+            load_key(env_var=config.key_env, key_file=config.key_file),
+            purpose="read-only-fallback",
+        ),
         refresh_seconds=config.refresh_seconds,
         # While the store is down, try twice per breaker interval: a try that finds the
         # breaker half-open is its trial call, so recovery is noticed without traffic.

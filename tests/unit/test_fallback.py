@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from credbroker.domain import SecretVersion
+from credbroker.domain import BreakerState, SecretVersion
 from credbroker.errors import SecretStoreError, SecretStoreUnavailable
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.observability import Metrics
-from credbroker.secrets.resilient import BreakerState
+from credbroker.secrets.sealing import SealedFile
 from tests.fakes import DOWN, Clock
 from tests.fakes import ScriptedStore as FakeStore
 
@@ -44,8 +44,7 @@ def make(
         store,
         path=path,
         role_arn="arn:aws:iam:::role/credbroker-read",
-        cache_file=tmp_path / "fallback.sealed",
-        key=key or KEY,
+        cache=SealedFile(tmp_path / "fallback.sealed", key or KEY, purpose="read-only-fallback"),
         metrics=metrics or Metrics(),
         clock=clock or Clock(),
         **(options | overrides),

@@ -8,10 +8,10 @@ import pytest
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access, Client, Flavor, SecretVersion
+from credbroker.domain import Access, BreakerState, Client, Flavor, SecretVersion
 from credbroker.errors import SecretStoreUnavailable
 from credbroker.observability import Metrics
-from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
+from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.vend import READ_ONLY, Broker, SpaceTarget, TtlLimits, VendRequest
 from tests.fakes import DOWN, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 

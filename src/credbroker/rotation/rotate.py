@@ -544,11 +544,10 @@ class Rotator:
     ) -> ServiceCredentials | None:
         """The old key with its secret, from the version the rotation replaced (the secret is
         needed to sign the call that must be refused). None if the store cannot give it."""
-        read_version = getattr(self._store, "read_version", None)
-        if read_version is None or record.old_version is None:
+        if record.old_version is None:
             return None
         try:
-            secret: SecretVersion = await read_version(spec.secret_path, record.old_version)
+            secret = await self._store.read_version(spec.secret_path, record.old_version)
         except SecretNotFound:
             log.warning(
                 "rotation %s: version %s of %s is gone; the old key's absence is checked "

@@ -20,7 +20,6 @@ fail at once with SecretStoreCircuitOpen (a SecretStoreUnavailable), without tou
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +33,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from credbroker.domain import SecretVersion
+from credbroker.domain import BreakerState, SecretVersion
 from credbroker.errors import (
     SecretStoreCircuitOpen,
     SecretStoreError,
@@ -45,12 +44,6 @@ from credbroker.ports import SecretStore
 log = logging.getLogger("credbroker.secrets.resilient")
 
 _T = TypeVar("_T")
-
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
 
 
 Listener = Callable[[BreakerState], None]
@@ -187,12 +180,8 @@ class ResilientSecretStore:
         return await self._call("read", path, lambda: self.inner.read(path), retry=True)
 
     async def read_version(self, path: str, version: int) -> SecretVersion:
-        """An older version (ports.VersionedSecretStore), when the inner store keeps them."""
-        read_version = getattr(self.inner, "read_version", None)
-        if read_version is None:
-            raise SecretStoreError(f"the {self.kind} secret store keeps no older versions")
         return await self._call(
-            "read", f"{path}@{version}", lambda: read_version(path, version), retry=True
+            "read", f"{path}@{version}", lambda: self.inner.read_version(path, version), retry=True
         )
 
     async def write(self, path: str, data: Mapping[str, str], *, cas: int | None) -> int:

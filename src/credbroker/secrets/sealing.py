@@ -17,14 +17,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from credbroker.errors import ConfigError
+from credbroker.errors import SealError
 
 KEY_BYTES = 32
 _NONCE_BYTES = 12
-
-
-class SealError(ConfigError):
-    code = "seal_error"
 
 
 def load_key(*, env_var: str | None = None, key_file: Path | None = None) -> bytes:
@@ -101,3 +97,27 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class SealedFile:
+    """One sealed file with one purpose (ports.SealedCache): the read-only fallback's keys."""
+
+    def __init__(self, path: Path, key: bytes, *, purpose: str) -> None:
+        self.path = path
+        self._key = key
+        self._purpose = purpose
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def load(self) -> bytes | None:
+        try:
+            sealed = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SealError(f"cannot read {self.path}: {exc.strerror}") from None
+        return unseal(self._key, sealed, purpose=self._purpose)
+
+    def save(self, plaintext: bytes) -> None:
+        write_atomically(self.path, seal(self._key, plaintext, purpose=self._purpose))

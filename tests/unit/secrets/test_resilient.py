@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from credbroker.domain import SecretVersion
+from credbroker.domain import BreakerState, SecretVersion
 from credbroker.errors import (
     CasMismatch,
     SecretNotFound,
@@ -20,7 +20,7 @@ from credbroker.errors import (
     SecretStorePermissionDenied,
     SecretStoreUnavailable,
 )
-from credbroker.secrets.resilient import BreakerState, CircuitBreaker, ResilientSecretStore
+from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.vault import VaultDouble
 from tests.fakes import DOWN, MonotonicClock
@@ -436,5 +436,8 @@ async def test_older_versions_go_through_the_wrapper_when_the_inner_store_keeps_
         assert dict((await store.read_version("app/creds", 1)).data) == {"k": "v"}
     finally:
         await store.close()
-    with pytest.raises(SecretStoreError, match="keeps no older versions"):
-        await wrap(FakeStore()).read_version("p", 1)
+    # A store that keeps no older versions says SecretNotFound: passed on, never an outage.
+    breaker_store = wrap(FakeStore(SecretNotFound("no older versions kept")))
+    with pytest.raises(SecretNotFound):
+        await breaker_store.read_version("p", 1)
+    assert breaker_store.breaker.state is BreakerState.CLOSED
