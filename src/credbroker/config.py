@@ -24,7 +24,15 @@ from pydantic import (
     model_validator,
 )
 
-from credbroker.domain import Access, Client, Flavor
+from credbroker.domain import (
+    MAX_TTL,
+    STS_MIN_TTL,
+    Access,
+    Client,
+    Flavor,
+    SpaceTarget,
+    TtlLimits,
+)
 from credbroker.errors import ConfigError, InvalidRequest
 from credbroker.policy import (
     MAX_POLICY_CHARS,
@@ -34,11 +42,6 @@ from credbroker.policy import (
     worst_case_policy_chars,
 )
 from credbroker.rotation.schedule import Schedule
-
-# STS servers accept 900 s at least (MinIO up to 365 days: internal/config/constants.go). The
-# broker caps keys at 7 days: a longer-lived key is a standing credential, not a vended one.
-STS_MIN_TTL = 900
-STS_MAX_TTL = 7 * 24 * 3600
 
 
 class _Model(BaseModel):
@@ -152,18 +155,6 @@ class FallbackConfig(_Model):
 # --- object store -----------------------------------------------------------------------------
 
 
-class TtlConfig(_Model):
-    min_seconds: int = Field(default=STS_MIN_TTL, ge=STS_MIN_TTL, le=STS_MAX_TTL)
-    default_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=STS_MAX_TTL)
-    max_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=STS_MAX_TTL)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if not self.min_seconds <= self.default_seconds <= self.max_seconds:
-            raise ValueError("need min_seconds <= default_seconds <= max_seconds")
-        return self
-
-
 class ObjectStoreConfig(_Model):
     flavor: Flavor = Flavor.MINIO
     endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")]
@@ -177,7 +168,7 @@ class ObjectStoreConfig(_Model):
     role_arn: str | None = None
     credentials_path: str = "credbroker/object-store/service"
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    ttl: TtlConfig = TtlConfig()
+    ttl: TtlLimits = TtlLimits()
     # How far the store's clock may run ahead of the broker's: a key whose Expiration is later
     # than asked by more than this is refused (MinIO's MINIO_STS_DURATION overrides the TTL).
     clock_skew_seconds: float = Field(default=60.0, ge=0, le=600)
@@ -192,21 +183,6 @@ class ObjectStoreConfig(_Model):
 # --- spaces and clients -----------------------------------------------------------------------
 
 
-class SpaceConfig(_Model):
-    bucket: str
-    prefix: str = ""
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, value: str) -> str:
-        return _as_value_error(validate_bucket, value)
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return _as_value_error(lambda v: normalize_prefix(v, what="space_prefix"), value)
-
-
 _HEX64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -215,7 +191,7 @@ class ClientConfig(_Model):
     token_sha256: _HEX64
     spaces: list[str] = Field(min_length=1)
     max_access: Access = Access.READ
-    max_ttl_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=STS_MAX_TTL)
+    max_ttl_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=MAX_TTL)
     admin: bool = False
 
     @field_validator("spaces")
@@ -380,7 +356,7 @@ class Settings(_Model):
     # 0 disables caching: every request reads the store. Rotation invalidates it anyway.
     secret_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     object_store: ObjectStoreConfig
-    spaces: dict[str, SpaceConfig] = Field(min_length=1)
+    spaces: dict[str, SpaceTarget] = Field(min_length=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     audit: AuditConfig = AuditConfig()
     secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
@@ -391,10 +367,22 @@ class Settings(_Model):
 
     @field_validator("spaces")
     @classmethod
-    def _space_keys(cls, value: dict[str, SpaceConfig]) -> dict[str, SpaceConfig]:
-        for key in value:
+    def _spaces(cls, value: dict[str, SpaceTarget]) -> dict[str, SpaceTarget]:
+        """Space keys, buckets and prefixes are refused, never cleaned; prefixes come out in
+        canonical form ("" or "a/b/")."""
+        checked = {}
+        for key, space in value.items():
             _as_value_error(validate_space_key, key)
-        return value
+            field = "bucket"
+            try:
+                bucket = validate_bucket(space.bucket)
+                field = "prefix"
+                prefix = normalize_prefix(space.prefix, what="space_prefix")
+            except InvalidRequest as exc:
+                # Named like pydantic's own locations, so the operator sees which field.
+                raise ValueError(f"spaces.{key}.{field}: {exc.message}") from None
+            checked[key] = SpaceTarget(bucket=bucket, prefix=prefix)
+        return checked
 
     @model_validator(mode="after")
     def _space_policies_fit(self) -> Self:

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 
 
 class Flavor(enum.StrEnum):
@@ -42,6 +43,42 @@ class Scope:
     bucket: str
     prefix: str
     access: Access
+
+
+# STS servers mint keys for 900 s at least (MinIO up to 365 days: internal/config/constants.go).
+# The broker caps keys at 7 days: a longer-lived key is a standing credential, not a vended one.
+STS_MIN_TTL = 900
+MAX_TTL = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TtlLimits:
+    """How long vended keys live, in seconds: the floor, the default and the ceiling. The
+    config file's `object_store.ttl` is validated into this type directly (config.py), and
+    `__pydantic_config__` makes unknown keys there an error, not a silent no-op."""
+
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
+    min_seconds: int = STS_MIN_TTL
+    default_seconds: int = 3600
+    max_seconds: int = 3600
+
+    def __post_init__(self) -> None:
+        if not STS_MIN_TTL <= self.min_seconds <= self.default_seconds <= self.max_seconds:
+            raise ValueError(f"need {STS_MIN_TTL} <= min_seconds <= default_seconds <= max_seconds")
+        if self.max_seconds > MAX_TTL:
+            raise ValueError(f"max_seconds may be at most {MAX_TTL} (7 days)")
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceTarget:
+    """Where a Confluence space's keys point: one bucket and a prefix ("" or "a/b/"). The
+    config file's `spaces` are validated into this type directly (config.py)."""
+
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
+    bucket: str
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,9 @@ from credbroker.domain import (
     Flavor,
     Scope,
     ServiceCredentials,
+    SpaceTarget,
     TemporaryCredentials,
+    TtlLimits,
 )
 from credbroker.errors import (
     InvalidRequest,
@@ -51,19 +53,6 @@ PRESIGN_MIN_TTL = 60
 DEFAULT_CLOCK_SKEW_SECONDS = 60
 NORMAL = "normal"
 READ_ONLY = "read-only"
-
-
-@dataclass(frozen=True, slots=True)
-class SpaceTarget:
-    bucket: str
-    prefix: str
-
-
-@dataclass(frozen=True, slots=True)
-class TtlLimits:
-    min_seconds: int
-    default_seconds: int
-    max_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

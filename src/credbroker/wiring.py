@@ -34,7 +34,7 @@ from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
-from credbroker.vend import Broker, SpaceTarget, TtlLimits
+from credbroker.vend import Broker
 
 log = logging.getLogger("credbroker.wiring")
 
@@ -157,15 +157,6 @@ def build_caller_auth(settings: Settings) -> CallerAuth:
 
 def build_audit(settings: Settings) -> AuditSink:
     return JsonLinesAudit(settings.audit.path)
-
-
-def space_targets(settings: Settings) -> dict[str, SpaceTarget]:
-    return {key: SpaceTarget(s.bucket, s.prefix) for key, s in settings.spaces.items()}
-
-
-def ttl_limits(settings: Settings) -> TtlLimits:
-    ttl = settings.object_store.ttl
-    return TtlLimits(ttl.min_seconds, ttl.default_seconds, ttl.max_seconds)
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -357,8 +348,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
         broker = Broker(
-            spaces=space_targets(settings),
-            ttl=ttl_limits(settings),
+            spaces=settings.spaces,
+            ttl=settings.object_store.ttl,
             credentials=credentials,
             issuer=issuer,
             audit=audit,

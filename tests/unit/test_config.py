@@ -63,6 +63,27 @@ def test_valid_config_loads_and_resolves_paths_next_to_the_file(tmp_path: Path) 
             "pattern",
         ),
         (("kind: embedded", "kind: cloud"), "secret_store", "tag"),
+        (
+            (
+                "  role_arn: arn:aws:iam:::role/credbroker-vend\n",
+                "  role_arn: x\n  ttl: {maxx: 1}\n",
+            ),
+            "object_store.ttl.maxx",
+            "Unexpected",
+        ),
+        (
+            (
+                "  role_arn: arn:aws:iam:::role/credbroker-vend\n",
+                "  role_arn: x\n  ttl: {min_seconds: 60}\n",
+            ),
+            "object_store.ttl",
+            "min_seconds",
+        ),
+        (
+            ("ENG: {bucket: confluence-exports, prefix: ENG/}", "ENG: {bucket: b, prefx: ENG/}"),
+            "spaces.ENG.prefx",
+            "Unexpected",
+        ),
     ],
 )
 def test_invalid_config_names_the_field_and_reason(

@@ -8,11 +8,19 @@ import pytest
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access, BreakerState, Client, Flavor, SecretVersion
+from credbroker.domain import (
+    Access,
+    BreakerState,
+    Client,
+    Flavor,
+    SecretVersion,
+    SpaceTarget,
+    TtlLimits,
+)
 from credbroker.errors import SecretStoreUnavailable
 from credbroker.observability import Metrics
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
-from credbroker.vend import READ_ONLY, Broker, SpaceTarget, TtlLimits, VendRequest
+from credbroker.vend import READ_ONLY, Broker, VendRequest
 from tests.fakes import DOWN, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 
 SERVICE = SecretVersion({"access_key_id": "AKSERVICE", "secret_access_key": "svc-secret"}, 3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from credbroker.credentials import CredentialSource
-from credbroker.domain import Access, Client, Flavor, SecretVersion
+from credbroker.domain import Access, Client, Flavor, SecretVersion, SpaceTarget, TtlLimits
 from credbroker.errors import (
     ObjectStoreRejected,
     SecretNotFound,
@@ -15,7 +15,7 @@ from credbroker.errors import (
     SecretStoreUnavailable,
 )
 from credbroker.observability import Metrics
-from credbroker.vend import Broker, PresignRequest, SpaceTarget, TtlLimits, VendRequest
+from credbroker.vend import Broker, PresignRequest, VendRequest
 from tests.fakes import DOWN, READ_ROLE, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 
 SERVICE = SecretVersion({"access_key_id": "AKSERVICE", "secret_access_key": "svc-secret"}, 3)
