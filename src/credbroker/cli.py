@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
+        level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     # botocore's signer logs canonical requests (a presigned URL's session token included) at

@@ -16,6 +16,14 @@ class Flavor(enum.StrEnum):
     RGW = "rgw"
 
 
+class Mode(enum.StrEnum):
+    """Which parent key signed a vend: the service key, or the read-only fallback key while the
+    secret store is unreachable (reads only)."""
+
+    NORMAL = "normal"
+    READ_ONLY = "read-only"
+
+
 class Access(enum.StrEnum):
     READ = "read"
     WRITE = "write"

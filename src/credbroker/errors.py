@@ -109,7 +109,8 @@ class CasMismatch(SecretStoreError):
 
 
 class SecretStoreReadOnly(SecretStoreError):
-    """The store cannot be written by the broker (CyberArk CCP: CyberArk rotates)."""
+    """The store cannot be written by the broker (a store whose owner rotates its keys; the
+    port's `writable` is False). No such adapter ships yet."""
 
     code = "secret_store_read_only"
     status = 409

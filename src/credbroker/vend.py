@@ -23,6 +23,7 @@ from credbroker.domain import (
     Access,
     Client,
     Flavor,
+    Mode,
     Scope,
     ServiceCredentials,
     SpaceTarget,
@@ -51,8 +52,6 @@ PRESIGN_MIN_TTL = 60
 # How far the object store's clock may run ahead of ours before a key's Expiration counts as
 # longer than asked (STS stamps it with the server's clock).
 DEFAULT_CLOCK_SKEW_SECONDS = 60
-NORMAL = "normal"
-READ_ONLY = "read-only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +83,7 @@ class Vended:
     lease_id: str
     endpoint: str
     region: str
-    mode: str = "normal"
+    mode: Mode = Mode.NORMAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +94,7 @@ class Presigned:
     key: str
     method: str
     lease_id: str
-    mode: str = NORMAL
+    mode: Mode = Mode.NORMAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +103,7 @@ class _Parent:
 
     key: ServiceCredentials
     role_arn: str | None  # None: the issuer's configured role
-    mode: str
+    mode: Mode
 
 
 class Broker:
@@ -265,7 +264,7 @@ class Broker:
         that is a configuration error, not an outage."""
         fallback = self._fallback
         try:
-            return _Parent(await self._credentials.current(), None, NORMAL)
+            return _Parent(await self._credentials.current(), None, Mode.NORMAL)
         except SecretStoreUnavailable as outage:
             if fallback is None:
                 raise
@@ -276,11 +275,11 @@ class Broker:
                 )
                 refused.retry_after = outage.retry_after
                 raise refused from None
-        return _Parent(fallback.credentials(), fallback.role_arn, READ_ONLY)
+        return _Parent(fallback.credentials(), fallback.role_arn, Mode.READ_ONLY)
 
     async def _issue(
         self, client: Client, scope: Scope, policy: str, ttl: int, lease_id: str
-    ) -> tuple[TemporaryCredentials, str]:
+    ) -> tuple[TemporaryCredentials, Mode]:
         chosen = await self._parent_key(scope.access)
         asked_at = self._clock()
         parent = chosen.key
@@ -294,7 +293,7 @@ class Broker:
             )
         except ObjectStoreRejected as exc:
             # The read-only key cannot be re-read while the store is down: nothing to retry.
-            if chosen.mode != NORMAL or not exc.may_be_stale_key:
+            if chosen.mode is not Mode.NORMAL or not exc.may_be_stale_key:
                 raise
             # Perhaps the cached parent key was rotated away: read the store again, and retry
             # once only if it now holds a different key.
@@ -361,7 +360,7 @@ class Broker:
         actor: str | None,
         *,
         expires: datetime,
-        mode: str = NORMAL,
+        mode: Mode = Mode.NORMAL,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         event: dict[str, Any] = {

@@ -13,6 +13,7 @@ from credbroker.domain import (
     BreakerState,
     Client,
     Flavor,
+    Mode,
     SecretVersion,
     SpaceTarget,
     TtlLimits,
@@ -20,7 +21,7 @@ from credbroker.domain import (
 from credbroker.errors import SecretStoreUnavailable
 from credbroker.observability import Metrics
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
-from credbroker.vend import READ_ONLY, Broker, VendRequest
+from credbroker.vend import Broker, VendRequest
 from tests.fakes import DOWN, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 
 SERVICE = SecretVersion({"access_key_id": "AKSERVICE", "secret_access_key": "svc-secret"}, 3)
@@ -59,4 +60,4 @@ async def test_writes_are_refused_and_reads_go_read_only_once_the_breaker_opens(
         await broker.vend(CLIENT, VendRequest(space="ENG", access=Access.WRITE))
     assert refused.value.code == "vault_unavailable"
     read = await broker.vend(CLIENT, VendRequest(space="ENG", access=Access.READ))
-    assert read.mode == READ_ONLY
+    assert read.mode == Mode.READ_ONLY

@@ -14,7 +14,7 @@ import re
 import ssl
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from botocore.auth import S3SigV4QueryAuth, SigV4Auth
@@ -190,7 +190,3 @@ def _parse_assume_role(payload: bytes) -> TemporaryCredentials:
         return TemporaryCredentials(access_key, secret_key, token, parse_timestamp(expiration))
     except Exception:
         raise ObjectStoreRejected("object store STS answered with an unreadable body") from None
-
-
-def endpoint_host(endpoint: str) -> str:
-    return urlsplit(endpoint).netloc

@@ -23,7 +23,7 @@ knows where a killed one stopped and repairs it:
                       new key is an orphan and is deleted
     stored            the grace goes on; old_deleted: delete again (idempotent), then prove
 
-A pair driver (MinIO `minio-users`: two built-in users used in turn, rotation/minio_users.py)
+A pair driver (MinIO `minio-users`: two built-in users used in turn, MinioUserPairDriver)
 has fixed keys: create gives the user the store does not hold a fresh secret, and "delete" gives
 a user a random secret nobody keeps. The phases above hold unchanged: clean and delete scramble
 the user the store does not hold (so an interrupted create's secret, which only the dead process
@@ -33,7 +33,8 @@ The store's current key is never deleted, and nothing is deleted unless that key
 user's keys (a wrong `user` in the config would otherwise delete someone else's keys). A failed
 run leaves the old key in service, is logged and counted, and is retried with exponential
 backoff; the due time lives in the state store, so a restart neither skips nor repeats a run.
-A read-only store (CyberArk) is never rotated: its owner rotates, and the broker only notices.
+A store the broker cannot write (`writable` False; none ships yet) is never rotated: its owner
+rotates, and the broker only notices.
 """
 
 from __future__ import annotations
