@@ -18,7 +18,7 @@ from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
 from credbroker.domain import ServiceCredentials
-from credbroker.errors import ConfigError, ObjectStoreRejected
+from credbroker.errors import ConfigError, ObjectStoreError, ObjectStoreRejected
 from credbroker.issuers.probe import SignedCallProbe
 from credbroker.issuers.sts import StsIssuer
 from credbroker.rotation.minio import MinioUserPairDriver, pair_label
@@ -201,3 +201,20 @@ async def test_a_disabled_standby_is_never_enabled_by_a_rotation(pair: Pair) -> 
     await asyncio.to_thread(admin.user_enable, pair.other)
     new = await pair.driver().create_key(label, keep=pair.first.access_key_id)
     assert await _refused(pair, new) is None
+
+
+async def test_a_fips_build_is_reported_by_name_and_nothing_changes() -> None:
+    """A FIPS MinIO answers admin calls in madmin-go format 0x02, which minio-py cannot
+    decrypt (double only: the real server's build is what it is)."""
+    async with MinioAdminDouble() as double:
+        admin = ServiceCredentials("cbadmin", secrets.token_urlsafe(24))
+        double.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
+        first = ServiceCredentials("cbfips-a", secrets.token_urlsafe(24))
+        double.add_user(first.access_key_id, first.secret_access_key)
+        double.add_user("cbfips-b", secrets.token_urlsafe(24))
+        double.fips = True
+        pair = Pair(double.endpoint, double.region, admin, first, "cbfips-b")
+        with pytest.raises(ObjectStoreError) as info:
+            await pair.driver().list_keys(pair_label(pair.users))
+        assert info.value.code == "minio_fips_admin_encryption"
+        assert double.secret_of(first.access_key_id) == first.secret_access_key

@@ -66,6 +66,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import secrets
 import string
 import uuid
@@ -77,6 +78,8 @@ from urllib.parse import parse_qsl, quote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from Crypto.Cipher import AES
+from minio import crypto as minio_crypto
 from minio.crypto import decrypt, encrypt
 
 from tests.doubles.loopback import LoopbackServer
@@ -313,6 +316,8 @@ class MinioAdminDouble(LoopbackServer):
         # The server's MINIO_STS_DURATION, in seconds: AssumeRole then ignores DurationSeconds
         # (internal/config/identity/openid/openid.go GetDefaultExpiration).
         self.sts_duration_override: int | None = None
+        # A FIPS build: admin answers encrypted as madmin-go format 0x02 (PBKDF2 + AES-GCM).
+        self.fips = False
         self.clock_offset = timedelta(0)  # the double's clock runs this far ahead
         self._keys: dict[str, _Key] = {root_access_key: _Key(root_secret_key)}
         self._policies: dict[str, ParsedPolicy] = {
@@ -487,7 +492,7 @@ class MinioAdminDouble(LoopbackServer):
         if not self._is_admin(self._user_of(requester)):
             raise _Denied(403, "AccessDenied", "Access Denied.")
         users = {name: _user_info(self._keys[name]) for name in self.users()}
-        return await _encrypted(users, self._keys[requester].secret)
+        return await _encrypted(users, self._keys[requester].secret, fips=self.fips)
 
     async def _set_user_status(
         self, request: web.Request, requester: str, body: bytes
@@ -526,7 +531,7 @@ class MinioAdminDouble(LoopbackServer):
             )
         key.policies.extend(added)
         answer = {"policiesAttached": added, "updatedAt": self.now().isoformat()}
-        return await _encrypted(answer, self._keys[requester].secret)
+        return await _encrypted(answer, self._keys[requester].secret, fips=self.fips)
 
     async def _decrypted(self, body: bytes, requester: str) -> dict[str, Any]:
         try:
@@ -578,7 +583,7 @@ class MinioAdminDouble(LoopbackServer):
                 "expiration": "1970-01-01T00:00:00Z",
             }
         }
-        return await _encrypted(answer, secret)
+        return await _encrypted(answer, secret, fips=self.fips)
 
     async def _list(self, request: web.Request, requester: str, body: bytes) -> web.Response:
         actor = self._user_of(requester)
@@ -598,7 +603,9 @@ class MinioAdminDouble(LoopbackServer):
             for access_key, key in sorted(self._keys.items())
             if key.parent == user and key.session_token is None
         ]
-        return await _encrypted({"accounts": accounts}, self._keys[requester].secret)
+        return await _encrypted(
+            {"accounts": accounts}, self._keys[requester].secret, fips=self.fips
+        )
 
     async def _delete(self, request: web.Request, requester: str, body: bytes) -> web.Response:
         access_key = request.query.get("accessKey", "")
@@ -1279,9 +1286,29 @@ def _s3_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
-async def _encrypted(answer: dict[str, Any], secret: str) -> web.Response:
-    data = await asyncio.to_thread(encrypt, json.dumps(answer).encode(), secret)
+async def _encrypted(answer: dict[str, Any], secret: str, *, fips: bool) -> web.Response:
+    seal = _encrypt_fips if fips else encrypt
+    data = await asyncio.to_thread(seal, json.dumps(answer).encode(), secret)
     return web.Response(body=data, content_type="application/octet-stream")
+
+
+def _encrypt_fips(payload: bytes, password: str) -> bytes:
+    """madmin-go EncryptData on a FIPS build (encrypt.go): salt(32) | 0x02 | nonce(8) | the
+    sio AES-256-GCM stream, keyed by PBKDF2-SHA256 (8192 rounds) instead of Argon2id. The
+    stream itself is what minio/crypto.py writes for 0x00 (same cipher), so its helpers serve."""
+    salt, nonce = os.urandom(32), os.urandom(8)
+    key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 8192, dklen=32)
+    additional = minio_crypto._generate_additional_data(0, key, nonce + b"\x00" * 4)
+    out = salt + b"\x02" + nonce
+    starts = range(0, len(payload), 16 * 1024)
+    for count, start in enumerate(starts, 1):
+        if start == starts[-1]:
+            additional = minio_crypto._mark_as_last(additional)
+        cipher = AES.new(key, AES.MODE_GCM, minio_crypto._update_nonce_id(nonce, count))
+        cipher.update(additional)
+        sealed, tag = cipher.encrypt_and_digest(payload[start : start + 16 * 1024])
+        out += sealed + tag
+    return out
 
 
 def _admin_error(status: int, code: str, message: str, resource: str) -> web.Response:
