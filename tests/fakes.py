@@ -79,6 +79,23 @@ class FakeAudit:
         return [e for e in self.events if e.get("event") == event]
 
 
+# --- metrics ----------------------------------------------------------------------------------
+
+
+class FakeMetrics:
+    """BrokerMetrics that counts in plain attributes."""
+
+    def __init__(self) -> None:
+        self.parent_key_refreshes = 0
+        self.degraded: list[bool] = []  # every set_degraded, in order
+
+    def count_parent_key_refresh(self) -> None:
+        self.parent_key_refreshes += 1
+
+    def set_degraded(self, degraded: bool) -> None:
+        self.degraded.append(degraded)
+
+
 # --- object store (STS issuer) ----------------------------------------------------------------
 
 
