@@ -18,8 +18,8 @@ How each server answers an unknown (deleted) key, as observed or read at the sou
                  InvalidAccessKeyId. ListBuckets is always allowed to a valid RGW user, so
                  403 on GET / means the key is gone.
     MinIO        403 InvalidAccessKeyId for an unknown key, SignatureDoesNotMatch for a known key
-                 with the wrong secret, AccessDenied for a valid key whose policy lacks
-                 s3:ListAllMyBuckets (authenticated, just not allowed). A built-in user whose
+                 with the wrong secret; a valid key always gets 200 (see below), so over S3
+                 the probe proves authentication only. A built-in user whose
                  secret was changed (the pair driver's retire) answers SignatureDoesNotMatch
                  on S3. MinIO's STS maps every authentication failure to AccessDenied
                  (cmd/sts-handlers.go apiToSTSError), so over STS the refusal is AccessDenied.
