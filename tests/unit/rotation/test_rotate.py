@@ -25,40 +25,11 @@ from credbroker.rotation.schedule import Schedule
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.state.sqlite import SqliteStateStore
 from tests.doubles.keys import FakeObjectStore
+from tests.fakes import T0, Clock, FakeAudit, SimulatedKill
 
 PATH = "credbroker/object-store/service"
 USER = "broker"
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DAY = 86400
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class SimulatedKill(BaseException):
-    """Like SIGKILL: no `except Exception` handler of the use case sees it."""
-
-
-class Audit:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    async def record(self, event: Mapping[str, Any]) -> None:
-        self.events.append(dict(event))
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass
@@ -67,7 +38,7 @@ class World:
     clock: Clock = field(default_factory=Clock)
     objects: FakeObjectStore = field(default_factory=FakeObjectStore)
     metrics: Metrics = field(default_factory=Metrics)
-    audit: Audit = field(default_factory=Audit)
+    audit: FakeAudit = field(default_factory=FakeAudit)
     store: EmbeddedSecretStore | None = None
     seal_key: bytes = field(default_factory=lambda: os.urandom(32))
     state: SqliteStateStore | None = None
