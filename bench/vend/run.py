@@ -21,7 +21,7 @@ from bench.vend.processes import Broker, raise_interrupt, rgw_pids, status_kib
 from bench.vend.profile import profile_broker
 from bench.vend.seeding import ACCESS, BUCKET, SPACE, SPACE_PREFIX, TTL_SECONDS
 from credbroker.domain import Flavor, Scope, ServiceCredentials
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.sts import StsIssuer
 from credbroker.policy import render_policy, session_policy
 from support.rgw_server import RgwServer
 

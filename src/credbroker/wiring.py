@@ -25,8 +25,9 @@ from credbroker.credentials import CredentialSource
 from credbroker.domain import Access, BreakerState, Scope, ServiceCredentials
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
-from credbroker.issuers.probe import SignedCallProbe
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.probe import SignedCallProbe
+from credbroker.objectstore.sts import StsIssuer
+from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
 from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
@@ -138,6 +139,11 @@ def _build_vault(config: VaultStoreConfig) -> SecretStore:
     )
 
 
+def object_store_tls(settings: Settings) -> TlsPolicy:
+    config = settings.object_store
+    return TlsPolicy(config.verify_tls, str(config.ca_file) if config.ca_file else None)
+
+
 def build_issuer(settings: Settings) -> Issuer:
     config = settings.object_store
     return StsIssuer(
@@ -145,8 +151,7 @@ def build_issuer(settings: Settings) -> Issuer:
         public_endpoint=config.public_endpoint,
         region=config.region,
         role_arn=config.role_arn,
-        verify_tls=config.verify_tls,
-        ca_file=str(config.ca_file) if config.ca_file else None,
+        tls=object_store_tls(settings),
         timeout_seconds=config.timeout_seconds,
     )
 
@@ -217,9 +222,9 @@ def build_key_driver(
 
     object_store = settings.object_store
     endpoint = config.driver.endpoint or object_store.endpoint
-    ca_file = str(object_store.ca_file) if object_store.ca_file else None
+    tls = object_store_tls(settings)
     if config.driver.kind == "minio-users":
-        from credbroker.rotation.minio import MinioUserPairDriver
+        from credbroker.objectstore.minio_admin import MinioUserPairDriver
 
         return MinioUserPairDriver(
             users=config.driver.users or [],
@@ -227,28 +232,25 @@ def build_key_driver(
             endpoint=endpoint,
             admin_credentials=admin_credentials,
             region=object_store.region,
-            verify_tls=object_store.verify_tls,
-            ca_file=ca_file,
+            tls=tls,
             timeout_seconds=config.driver.timeout_seconds,
         )
     if config.driver.kind == "minio":
-        from credbroker.rotation.minio import MinioKeyDriver
+        from credbroker.objectstore.minio_admin import MinioKeyDriver
 
         return MinioKeyDriver(
             endpoint=endpoint,
             admin_credentials=admin_credentials,
             region=object_store.region,
-            verify_tls=object_store.verify_tls,
-            ca_file=ca_file,
+            tls=tls,
             timeout_seconds=config.driver.timeout_seconds,
         )
-    from credbroker.rotation.rgw import RgwKeyDriver
+    from credbroker.objectstore.rgw_admin import RgwKeyDriver
 
     return RgwKeyDriver(
         endpoint=endpoint,
         admin_credentials=admin_credentials,
-        verify_tls=object_store.verify_tls,
-        ca_file=ca_file,
+        tls=tls,
         timeout_seconds=config.driver.timeout_seconds,
     )
 
@@ -276,8 +278,7 @@ async def rotation(
             endpoint=object_store.endpoint,
             region=object_store.region,
             flavor=object_store.flavor,
-            verify_tls=object_store.verify_tls,
-            ca_file=str(object_store.ca_file) if object_store.ca_file else None,
+            tls=object_store_tls(settings),
             timeout_seconds=object_store.timeout_seconds,
         )
         stack.push_async_callback(probe.close)

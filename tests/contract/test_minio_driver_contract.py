@@ -23,8 +23,8 @@ from minio.credentials.providers import StaticProvider
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ConfigError, ObjectStoreRejected
-from credbroker.issuers.probe import SignedCallProbe
-from credbroker.rotation.minio import MinioKeyDriver
+from credbroker.objectstore.minio_admin import MinioKeyDriver
+from credbroker.objectstore.probe import SignedCallProbe
 from tests.doubles.minio_admin import MinioAdminDouble
 
 REAL = ("MINIO_ENDPOINT", "MINIO_ADMIN_ACCESS_KEY", "MINIO_ADMIN_SECRET_KEY")

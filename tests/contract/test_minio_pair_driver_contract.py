@@ -19,9 +19,9 @@ from minio.credentials.providers import StaticProvider
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ConfigError, ObjectStoreError, ObjectStoreRejected
-from credbroker.issuers.probe import SignedCallProbe
-from credbroker.issuers.sts import StsIssuer
-from credbroker.rotation.minio import MinioUserPairDriver, pair_label
+from credbroker.objectstore.minio_admin import MinioUserPairDriver, pair_label
+from credbroker.objectstore.probe import SignedCallProbe
+from credbroker.objectstore.sts import StsIssuer
 from tests.contract.test_minio_driver_contract import REAL, _real_admin
 from tests.doubles.minio_admin import MinioAdminDouble
 

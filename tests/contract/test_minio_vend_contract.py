@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 from credbroker.credentials import CredentialSource
 from credbroker.domain import Access, Client, Flavor, SpaceTarget, TtlLimits
 from credbroker.errors import InvalidRequest, KeyOutlivesRequest
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_KEY_CHARS
 from credbroker.vend import Broker, PresignRequest, Vended, VendRequest

@@ -14,10 +14,10 @@ from pathlib import Path
 from credbroker import wiring
 from credbroker.config import Settings
 from credbroker.domain import RotationPhase, ServiceCredentials
-from credbroker.issuers.probe import SignedCallProbe
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.minio_admin import MinioKeyDriver
+from credbroker.objectstore.probe import SignedCallProbe
+from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
-from credbroker.rotation.minio import MinioKeyDriver
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.minio_admin import MinioAdminDouble
 from tests.doubles.vault import VaultDouble

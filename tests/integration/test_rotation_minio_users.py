@@ -26,7 +26,7 @@ from credbroker import wiring
 from credbroker.config import Settings
 from credbroker.domain import RotationPhase, ServiceCredentials, TemporaryCredentials
 from credbroker.errors import ObjectStoreRejected
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
 from credbroker.secrets.vault import VaultKV2Store
 from tests.doubles.minio_admin import MinioAdminDouble

@@ -34,8 +34,8 @@ from credbroker import wiring
 from credbroker.config import Settings
 from credbroker.domain import Access, Flavor, RotationPhase, Scope, ServiceCredentials
 from credbroker.errors import ObjectStoreRejected
-from credbroker.issuers.probe import SignedCallProbe
-from credbroker.issuers.sts import StsIssuer
+from credbroker.objectstore.probe import SignedCallProbe
+from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
 from credbroker.policy import render_policy, session_policy
 from credbroker.ports import AuditSink, SecretStore
@@ -44,6 +44,7 @@ from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.sealing import new_key
 from support.rgw_server import RgwServer, botocore_client, create_bucket
 from tests.doubles.vault import VaultDouble
+from tests.fakes import SimulatedKill
 from tests.integration.conftest import MAIN_BUCKET
 from tests.integration.rgw_identity import Identity, create_identity, rgw_admin
 
@@ -57,10 +58,6 @@ POSTGRES_DSN = os.environ.get(
 )
 GRACE = 0.5
 BACKOFF = 0.2
-
-
-class SimulatedKill(BaseException):
-    """Like SIGKILL inside the process: no `except Exception` of the use case sees it."""
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ policy_json '"s3:GetObject","s3:PutObject","s3:DeleteObject","s3:AbortMultipartU
   '"s3:ListBucket","s3:ListBucketMultipartUploads"' >"$work/parent.json"
 policy_json '"s3:GetObject"' '"s3:ListBucket"' >"$work/readonly.json"
 
-# Exactly the admin calls of MinioUserPairDriver (src/credbroker/rotation/minio.py, through
+# Exactly the admin calls of MinioUserPairDriver (src/credbroker/objectstore/minio_admin.py, through
 # minio-py's MinioAdmin), each with the action MinIO checks (minio/minio
 # cmd/admin-handlers-users.go; names in minio/pkg policy/admin-action.go):
 #   user_add     PUT  add-user                   AddUser: admin:CreateUser (also sets a secret)

@@ -9,7 +9,7 @@ import io
 import pytest
 from minio.crypto import decrypt, encrypt
 
-from credbroker.rotation.minio import _undecryptable
+from credbroker.objectstore.minio_admin import _undecryptable
 
 
 class _Body:

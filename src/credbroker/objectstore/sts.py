@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import ssl
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
@@ -24,8 +23,9 @@ from defusedxml import ElementTree
 
 from credbroker.domain import ServiceCredentials, TemporaryCredentials
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
+from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 
-log = logging.getLogger("credbroker.issuers.sts")
+log = logging.getLogger("credbroker.objectstore.sts")
 
 _STS_VERSION: Final = "2011-06-15"
 _FRACTION = re.compile(r"\.(\d+)")
@@ -39,8 +39,7 @@ class StsIssuer:
         region: str,
         role_arn: str | None,
         public_endpoint: str | None = None,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 5.0,
         max_connections: int = 64,
     ) -> None:
@@ -49,7 +48,7 @@ class StsIssuer:
         self.region = region
         self._role_arn = role_arn
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._ssl = tls_context(verify_tls=verify_tls, ca_file=ca_file)
+        self._ssl = tls.for_aiohttp()
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -142,13 +141,6 @@ class StsIssuer:
             self._session = None
             # Let the connector's transports close before the loop goes away.
             await asyncio.sleep(0)
-
-
-def tls_context(*, verify_tls: bool, ca_file: str | None) -> ssl.SSLContext | bool:
-    """aiohttp's `ssl=`: a private CA, the system's trust store, or (explicitly) no checks."""
-    if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
-    return verify_tls
 
 
 def _text(root: Any, name: str) -> str:

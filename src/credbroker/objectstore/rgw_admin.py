@@ -27,8 +27,9 @@ from rgwadmin.rgw import RGWAdmin
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ObjectStoreError, ObjectStoreRejected, ObjectStoreUnavailable
+from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 
-log = logging.getLogger("credbroker.rotation.rgw")
+log = logging.getLogger("credbroker.objectstore.rgw_admin")
 
 _T = TypeVar("_T")
 _RGWAdmin: Any = RGWAdmin  # rgwadmin ships py.typed but leaves its methods untyped
@@ -44,14 +45,13 @@ class RgwKeyDriver:
         *,
         endpoint: str,
         admin_credentials: AdminCredentials,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 10.0,
     ) -> None:
         parts = urlsplit(endpoint)
         self._server = parts.netloc
         self._secure = parts.scheme == "https"
-        self._verify: bool | str = ca_file or verify_tls
+        self._verify = tls.for_requests()
         self._admin_credentials = admin_credentials
         self._timeout = timeout_seconds
 

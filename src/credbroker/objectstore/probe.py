@@ -44,11 +44,11 @@ from yarl import URL
 
 from credbroker.domain import Flavor, Scope, ServiceCredentials, TemporaryCredentials
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
-from credbroker.issuers.sts import tls_context
+from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 from credbroker.policy import render_policy, session_policy
 from credbroker.ports import Issuer
 
-log = logging.getLogger("credbroker.issuers.probe")
+log = logging.getLogger("credbroker.objectstore.probe")
 
 # 403 codes that mean "no such key", per flavor (see the module docstring).
 _UNKNOWN_KEY: Final = {
@@ -82,8 +82,7 @@ class SignedCallProbe:
         endpoint: str,
         region: str,
         flavor: Flavor,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 5.0,
     ) -> None:
         self._issuer = issuer
@@ -91,7 +90,7 @@ class SignedCallProbe:
         self._region = region
         self._flavor = Flavor(flavor)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._ssl = tls_context(verify_tls=verify_tls, ca_file=ca_file)
+        self._ssl = tls.for_aiohttp()
         self._session: aiohttp.ClientSession | None = None
 
     async def accepts(

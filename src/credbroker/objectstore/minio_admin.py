@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import certifi
 import urllib3
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
@@ -47,8 +46,9 @@ from credbroker.errors import (
     ObjectStoreRejected,
     ObjectStoreUnavailable,
 )
+from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 
-log = logging.getLogger("credbroker.rotation.minio")
+log = logging.getLogger("credbroker.objectstore.minio_admin")
 
 _T = TypeVar("_T")
 AdminCredentials = Callable[[], Awaitable[ServiceCredentials]]
@@ -68,16 +68,14 @@ class _MinioAdmin:
         endpoint: str,
         admin_credentials: AdminCredentials,
         region: str = "",
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 10.0,
     ) -> None:
         parts = urlsplit(endpoint)
         self._server = parts.netloc
         self._secure = parts.scheme == "https"
         self._region = region
-        self._verify_tls = verify_tls
-        self._ca_file = ca_file
+        self._tls = tls
         self._admin_credentials = admin_credentials
         self._timeout = timeout_seconds
 
@@ -92,8 +90,7 @@ class _MinioAdmin:
             http = urllib3.PoolManager(
                 timeout=timeout,
                 maxsize=2,
-                cert_reqs="CERT_REQUIRED" if self._verify_tls else "CERT_NONE",
-                ca_certs=self._ca_file or certifi.where(),
+                **self._tls.for_urllib3(),
                 retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503]),
             )
             admin = MinioAdmin(
@@ -101,7 +98,7 @@ class _MinioAdmin:
                 credentials=StaticProvider(admin_key.access_key_id, admin_key.secret_access_key),
                 region=self._region,
                 secure=self._secure,
-                cert_check=self._verify_tls,
+                cert_check=self._tls.verify,
                 http_client=http,
             )
             try:
@@ -237,16 +234,14 @@ class MinioUserPairDriver(_MinioAdmin):
         endpoint: str,
         admin_credentials: AdminCredentials,
         region: str = "",
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 10.0,
     ) -> None:
         super().__init__(
             endpoint=endpoint,
             admin_credentials=admin_credentials,
             region=region,
-            verify_tls=verify_tls,
-            ca_file=ca_file,
+            tls=tls,
             timeout_seconds=timeout_seconds,
         )
         if len(set(users)) != 2:

@@ -1,1 +1,0 @@
-"""Object-store issuers: mint temporary credentials and presigned URLs."""
