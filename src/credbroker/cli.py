@@ -20,7 +20,7 @@ from credbroker.config import load_settings
 from credbroker.errors import CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
-from credbroker.rotation.rotate import Outcome
+from credbroker.rotation.model import Outcome, RunResult
 from credbroker.secrets.sealing import new_key
 
 DEFAULT_CONFIG = Path("config/credbroker.yaml")
@@ -190,7 +190,7 @@ def _rotate(args: argparse.Namespace) -> int:
                     code = max(code, 3)
                     continue
                 print(f"{name}: {_describe(outcome)}")
-                if outcome.result == "failed":
+                if outcome.result is RunResult.FAILED:
                     code = max(code, 1)
         return code
 
@@ -200,25 +200,25 @@ def _rotate(args: argparse.Namespace) -> int:
 def _describe(outcome: Outcome) -> str:
     record = outcome.record
     when = _when(record.next_due_at)
-    if outcome.result == "completed":
+    if outcome.result is RunResult.COMPLETED:
         return (
             f"completed: key {record.new_key_id} in service; old key {record.old_key_id} "
             f"deleted and refused by the object store; next rotation {when}"
         )
-    if outcome.result == "waiting_grace":
+    if outcome.result is RunResult.WAITING_GRACE:
         return (
             f"key {record.new_key_id} stored and in service; old key {record.old_key_id} "
             f"is deleted after the grace period, at {when} (by the server's scheduler, the "
             "next `credbroker rotate`, or now with --wait)"
         )
-    if outcome.result == "failed":
+    if outcome.result is RunResult.FAILED:
         return (
             f"FAILED: {record.last_error}; key {record.current_key_id} stays in service; "
             f"retry {when}"
         )
-    if outcome.result == "read_only":
+    if outcome.result is RunResult.READ_ONLY:
         return f"read-only secret store: its owner rotates; key {record.current_key_id} in use"
-    if outcome.result == "disabled":
+    if outcome.result is RunResult.DISABLED:
         return "disabled in the config (rotate --now still runs it)"
     return f"not due; next rotation {when}"
 

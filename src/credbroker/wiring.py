@@ -30,7 +30,8 @@ from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
-from credbroker.rotation.rotate import Checkpoint, ManagedCredential, RetryPolicy, Rotator
+from credbroker.rotation.model import Checkpoint, ManagedCredential, RetryPolicy
+from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore

@@ -39,7 +39,8 @@ from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
 from credbroker.policy import render_policy, session_policy
 from credbroker.ports import AuditSink, SecretStore
-from credbroker.rotation.rotate import Checkpoint, Rotator
+from credbroker.rotation.model import Checkpoint
+from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.sealing import new_key
 from support.rgw_server import RgwServer, botocore_client, create_bucket

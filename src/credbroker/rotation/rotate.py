@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,7 +57,6 @@ from tenacity import (
 from credbroker.domain import (
     RotationPhase,
     RotationRecord,
-    Scope,
     SecretVersion,
     ServiceCredentials,
 )
@@ -73,76 +72,19 @@ from credbroker.errors import (
 )
 from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, KeyDriver, KeyProbe, SecretStore, StateStore
-from credbroker.rotation.schedule import Schedule
+from credbroker.rotation.model import (
+    Checkpoint,
+    CredentialStatus,
+    ManagedCredential,
+    Outcome,
+    RetryPolicy,
+    RunResult,
+)
+from credbroker.rotation.status import credential_status
 
 log = logging.getLogger("credbroker.rotation")
 
 Phase = RotationPhase
-Checkpoint = Callable[[str, RotationPhase], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class ManagedCredential:
-    """One key the broker rotates: where it lives, whose it is, when and how it rotates."""
-
-    name: str
-    secret_path: str
-    user: str  # the object-store user that owns the key
-    schedule: Schedule
-    grace_seconds: float
-    verify_via: str = "sts"  # "sts": AssumeRole of role_arn; "s3": a signed ListBuckets
-    role_arn: str | None = None
-    # With "sts": a scope a key minted by the new key must be able to list (one of the spaces
-    # it serves), so a key whose user has no policy is never stored.
-    proof: Scope | None = None
-    enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial_seconds: float = 60.0
-    max_seconds: float = 3600.0
-
-    def delay(self, attempts: int) -> float:
-        return float(min(self.max_seconds, self.initial_seconds * 2 ** max(0, attempts - 1)))
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one run did: completed, waiting_grace, not_due, disabled, read_only or failed."""
-
-    record: RotationRecord
-    result: str
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialStatus:
-    """What `credbroker rotation status` and GET /v1/admin/rotations show. Key ids only."""
-
-    name: str
-    secret_path: str
-    user: str
-    driver: str
-    schedule: str
-    grace_seconds: float
-    enabled: bool
-    writable: bool
-    phase: str
-    current_key_id: str | None
-    key_age_seconds: float | None  # since the broker stored the key, or first saw it
-    keys: list[str] | None  # the user's keys as the object store lists them
-    last_success_at: datetime | None
-    next_due_at: datetime | None
-    last_error: str | None
-    attempts: int
-    problems: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__slots__}
-        for name in ("last_success_at", "next_due_at"):
-            value = data[name]
-            data[name] = value.isoformat().replace("+00:00", "Z") if value else None
-        return data
 
 
 class _StillAccepted(Exception):
@@ -201,7 +143,7 @@ class Rotator:
             async with self._state.lock(name):
                 outcome = await self._locked_run(spec, force=force, wait=wait)
         except RotationBusy:
-            self._metrics.rotations.labels(name, "busy").inc()
+            self._metrics.rotations.labels(name, RunResult.BUSY.value).inc()
             raise
         self._metrics.rotations.labels(name, outcome.result).inc()
         for listener in self._listeners:
@@ -229,49 +171,16 @@ class Rotator:
     async def status(self) -> list[CredentialStatus]:
         """Every managed credential as the state store, the secret store and the object store
         see it right now. A source that cannot answer is named in `problems`."""
-        return [await self._status(spec) for spec in self.credentials.values()]
-
-    async def _status(self, spec: ManagedCredential) -> CredentialStatus:
-        problems: list[str] = []
-        record = await self._state.load(spec.name) or RotationRecord(spec.name)
-        current: str | None = None
-        try:
-            current = (await self._store.read(spec.secret_path)).get("access_key_id")
-        except CredbrokerError as exc:
-            problems.append(f"secret store: {exc.message}")
-        keys: list[str] | None = None
-        if self._store.writable:
-            try:
-                keys = await self._drivers[spec.name].list_keys(spec.user)
-            except CredbrokerError as exc:
-                problems.append(f"object store admin: {exc.message}")
-        else:
-            problems.append("read-only secret store: its owner rotates this key, not the broker")
-        age = None
-        if record.current_key_since is not None and current == record.current_key_id:
-            age = (self._clock() - record.current_key_since).total_seconds()
-            self._key_since.setdefault(spec.name, record.current_key_since)
-        if keys is not None and current is not None and current not in keys:
-            problems.append(f"key {current} in the store is not a key of {spec.user}")
-        return CredentialStatus(
-            name=spec.name,
-            secret_path=spec.secret_path,
-            user=spec.user,
-            driver=self._drivers[spec.name].kind,
-            schedule=spec.schedule.describe(),
-            grace_seconds=spec.grace_seconds,
-            enabled=spec.enabled,
-            writable=self._store.writable,
-            phase=record.phase.value,
-            current_key_id=current,
-            key_age_seconds=age,
-            keys=keys,
-            last_success_at=record.last_success_at,
-            next_due_at=record.next_due_at,
-            last_error=record.last_error,
-            attempts=record.attempts,
-            problems=problems,
-        )
+        statuses = []
+        for spec in self.credentials.values():
+            record = await self._state.load(spec.name) or RotationRecord(spec.name)
+            status = await credential_status(
+                spec, record, store=self._store, driver=self._drivers[spec.name], now=self._clock()
+            )
+            if status.key_age_seconds is not None and record.current_key_since is not None:
+                self._key_since.setdefault(spec.name, record.current_key_since)
+            statuses.append(status)
+        return statuses
 
     async def record(self, name: str) -> RotationRecord:
         """The record as stored (read without the lock, as any observer may)."""
@@ -291,17 +200,19 @@ class Rotator:
         if not self._store.writable:
             secret = await self._store.read(spec.secret_path)
             record = await self._noticed(record, ServiceCredentials.from_secret(secret))
-            return Outcome(record, "read_only")
+            return Outcome(record, RunResult.READ_ONLY)
         if not (spec.enabled or force or record.phase.in_progress):
-            return Outcome(record, "disabled")
+            return Outcome(record, RunResult.DISABLED)
         # `wait` finishes a rotation in progress now (sleeping out the rest of its grace).
         if not (force or self._due(record) or (wait and record.phase.in_progress)):
-            return Outcome(record, "not_due")
+            return Outcome(record, RunResult.NOT_DUE)
         try:
             record = await self._advance(spec, record, force=force, wait=wait)
         except Exception as exc:  # every failure is recorded, logged, counted and retried
-            return Outcome(await self._failed(spec, exc), "failed")
-        return Outcome(record, "completed" if record.phase is Phase.DONE else "waiting_grace")
+            return Outcome(await self._failed(spec, exc), RunResult.FAILED)
+        return Outcome(
+            record, RunResult.COMPLETED if record.phase is Phase.DONE else RunResult.WAITING_GRACE
+        )
 
     async def _advance(
         self, spec: ManagedCredential, record: RotationRecord, *, force: bool, wait: bool

@@ -21,7 +21,8 @@ from credbroker.errors import (
     RotationFailed,
     SecretStoreReadOnly,
 )
-from credbroker.rotation.rotate import Outcome, Rotator
+from credbroker.rotation.model import Outcome, RunResult
+from credbroker.rotation.rotate import Rotator
 from credbroker.web.appkeys import RUNTIME
 
 
@@ -61,7 +62,7 @@ async def rotate(request: web.Request) -> web.Response:
         )
     wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
     outcome = await rotator.run(name, force=True, wait=wait)
-    if outcome.result == "failed":
+    if outcome.result is RunResult.FAILED:
         raise RotationFailed(
             f"rotation of {name} failed: {outcome.record.last_error}; the old key stays in "
             "service and the run is retried with backoff"

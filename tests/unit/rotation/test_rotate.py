@@ -20,7 +20,8 @@ import pytest
 from credbroker.domain import Access, RotationPhase, Scope, SecretVersion, ServiceCredentials
 from credbroker.errors import CasMismatch, RotationBusy, SecretStoreUnavailable
 from credbroker.observability import Metrics
-from credbroker.rotation.rotate import ManagedCredential, RetryPolicy, Rotator
+from credbroker.rotation.model import ManagedCredential, RetryPolicy
+from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.schedule import Schedule
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.state.sqlite import SqliteStateStore

@@ -14,7 +14,8 @@ import pytest
 
 from credbroker.domain import RotationPhase
 from credbroker.observability import Metrics
-from credbroker.rotation.rotate import ManagedCredential, RetryPolicy, Rotator
+from credbroker.rotation.model import ManagedCredential, RetryPolicy
+from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.schedule import Schedule
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
