@@ -126,8 +126,9 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()
+        owner = c.driver.user or " and ".join(c.driver.users or [])
         print(
-            f"  rotation {c.name}: {c.secret_path} ({c.driver.kind} user {c.driver.owner}), "
+            f"  rotation {c.name}: {c.secret_path} ({c.driver.kind} user {owner}), "
             f"{schedule}, grace {c.grace_seconds:g} s{'' if c.enabled else ', disabled'}"
         )
     if settings.rotation.credentials:

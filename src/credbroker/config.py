@@ -273,11 +273,6 @@ class KeyDriverConfig(_Model):
             raise ValueError(f"driver {self.kind} needs `user` (and no `users` or `policy`)")
         return self
 
-    @property
-    def owner(self) -> str:
-        """Whose key rotates: the user, or the pair as "a+b"."""
-        return "+".join(sorted(self.users)) if self.users else str(self.user)
-
 
 class ManagedCredentialConfig(_Model):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]

@@ -186,23 +186,26 @@ class KeyDriver(Protocol):
     """
 
     kind: str
+    # Whose keys these are, fixed when the driver is built: an object-store user, or for a
+    # pair "a+b" (shown in status and logs).
+    owner: str
     # False: keys come and go (create adds one, delete removes it). True: the keys are fixed
     # (a pair of users, access key = user name); create gives the one not kept a new secret,
     # delete gives it a random secret nobody keeps, and list_keys always names both.
     fixed_keys: bool
 
-    async def list_keys(self, user: str) -> list[str]:
-        """Access key ids of `user`, sorted."""
+    async def list_keys(self) -> list[str]:
+        """Access key ids of the owner, sorted."""
         ...
 
-    async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
-        """A new key of `user`. `keep` is the key the secret store holds now, which must keep
+    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+        """A new key of the owner. `keep` is the key the secret store holds now, which must keep
         working (a pair driver gives the other key of the pair a fresh secret)."""
         ...
 
-    async def delete_key(self, user: str, key_id: str) -> None:
-        """Make `key_id` unusable if it is a key of `user` (delete it, or scramble its secret);
-        a key already gone is not an error."""
+    async def delete_key(self, key_id: str) -> None:
+        """Make `key_id` unusable if it is a key of the owner (delete it, or scramble its
+        secret); a key already gone is not an error."""
         ...
 
     async def close(self) -> None: ...

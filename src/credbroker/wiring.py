@@ -183,7 +183,9 @@ async def build_state_store(settings: Settings) -> StateStore:
     return await SqliteStateStore.open(config.path)
 
 
-def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> ManagedCredential:
+def managed_credential(
+    settings: Settings, config: ManagedCredentialConfig, driver: KeyDriver
+) -> ManagedCredential:
     role_arn = config.role_arn
     if role_arn is None:
         fallback = settings.fallback
@@ -195,7 +197,7 @@ def managed_credential(settings: Settings, config: ManagedCredentialConfig) -> M
         proof=proof_scope(settings) if config.verify == "sts" else None,
         name=config.name,
         secret_path=config.secret_path,
-        user=config.driver.owner,
+        user=driver.owner,
         schedule=config.schedule.to_schedule(),
         grace_seconds=config.grace_seconds,
         verify_via=config.verify,
@@ -241,6 +243,7 @@ def build_key_driver(
 
         return MinioKeyDriver(
             endpoint=endpoint,
+            user=str(config.driver.user),
             admin_credentials=admin_credentials,
             region=object_store.region,
             tls=tls,
@@ -250,6 +253,7 @@ def build_key_driver(
 
     return RgwKeyDriver(
         endpoint=endpoint,
+        user=str(config.driver.user),
         admin_credentials=admin_credentials,
         tls=tls,
         timeout_seconds=config.driver.timeout_seconds,
@@ -288,7 +292,9 @@ async def rotation(
             drivers[credential.name] = build_key_driver(settings, credential, store)
             stack.push_async_callback(drivers[credential.name].close)
         yield Rotator(
-            credentials=[managed_credential(settings, c) for c in config.credentials],
+            credentials=[
+                managed_credential(settings, c, drivers[c.name]) for c in config.credentials
+            ],
             drivers=drivers,
             store=store,
             state=state,

@@ -38,7 +38,11 @@ class Subject:
     other: ServiceCredentials  # another one
     keys_of: Callable[[str], Any]  # the server's own view: `mc admin accesskey ls USER`
 
-    def driver(self, admin: ServiceCredentials | None = None) -> MinioKeyDriver:
+    def driver(
+        self, admin: ServiceCredentials | None = None, *, user: ServiceCredentials | None = None
+    ) -> MinioKeyDriver:
+        """The driver for `user` (default: self.user), signing with `admin` (default: self.user
+        itself, as production does)."""
         chosen = admin or self.user
 
         async def admin_credentials() -> ServiceCredentials:
@@ -46,6 +50,7 @@ class Subject:
 
         return MinioKeyDriver(
             endpoint=self.endpoint,
+            user=(user or self.user).access_key_id,
             admin_credentials=admin_credentials,
             region=self.region,
             timeout_seconds=5,
@@ -92,7 +97,7 @@ async def subject(request: pytest.FixtureRequest) -> AsyncIterator[Subject]:
     async def real_keys_of(name: str) -> list[str]:
         # Each user lists its own keys (no admin policy needed), as `mc admin accesskey ls`.
         owner = user if name == user.access_key_id else other
-        return await Subject(endpoint, region, owner, owner, real_keys_of).driver().list_keys(name)
+        return await Subject(endpoint, region, owner, owner, real_keys_of).driver().list_keys()
 
     try:
         yield Subject(endpoint, region, user, other, real_keys_of)
@@ -114,17 +119,17 @@ def _real_admin(endpoint: str) -> MinioAdmin:
 
 
 async def test_a_new_user_has_no_access_keys(subject: Subject) -> None:
-    assert await subject.driver().list_keys(subject.user.access_key_id) == []
+    assert await subject.driver().list_keys() == []
 
 
 async def test_a_created_key_is_listed_and_works(subject: Subject) -> None:
     user = subject.user.access_key_id
     driver, probe = subject.driver(), subject.probe()
     try:
-        key = await driver.create_key(user)
+        key = await driver.create_key()
 
         assert key.access_key_id and key.secret_access_key
-        assert await driver.list_keys(user) == [key.access_key_id]
+        assert await driver.list_keys() == [key.access_key_id]
         assert await subject.keys_of(user) == [key.access_key_id]
         await probe.accepts(key, via="s3", role_arn=None)  # a real signed call
         assert not await probe.refuses(key)
@@ -133,13 +138,12 @@ async def test_a_created_key_is_listed_and_works(subject: Subject) -> None:
 
 
 async def test_old_and_new_keys_overlap(subject: Subject) -> None:
-    user = subject.user.access_key_id
     driver, probe = subject.driver(), subject.probe()
     try:
-        first = await driver.create_key(user)
-        second = await driver.create_key(user)
+        first = await driver.create_key()
+        second = await driver.create_key()
 
-        assert await driver.list_keys(user) == sorted([first.access_key_id, second.access_key_id])
+        assert await driver.list_keys() == sorted([first.access_key_id, second.access_key_id])
         for key in (first, second):
             await probe.accepts(key, via="s3", role_arn=None)
     finally:
@@ -147,14 +151,13 @@ async def test_old_and_new_keys_overlap(subject: Subject) -> None:
 
 
 async def test_a_deleted_key_is_gone_and_refused(subject: Subject) -> None:
-    user = subject.user.access_key_id
     driver, probe = subject.driver(), subject.probe()
     try:
-        keep, drop = await driver.create_key(user), await driver.create_key(user)
+        keep, drop = await driver.create_key(), await driver.create_key()
 
-        await driver.delete_key(user, drop.access_key_id)
+        await driver.delete_key(drop.access_key_id)
 
-        assert await driver.list_keys(user) == [keep.access_key_id]
+        assert await driver.list_keys() == [keep.access_key_id]
         assert await probe.refuses(drop)  # InvalidAccessKeyId
         with pytest.raises(ObjectStoreRejected) as info:
             await probe.accepts(drop, via="s3", role_arn=None)
@@ -165,13 +168,13 @@ async def test_a_deleted_key_is_gone_and_refused(subject: Subject) -> None:
 
 
 async def test_deleting_twice_or_someone_elses_key_changes_nothing(subject: Subject) -> None:
-    user, other = subject.user.access_key_id, subject.other.access_key_id
-    mine = await subject.driver().create_key(user)
-    theirs = await subject.driver(subject.other).create_key(other)
+    other = subject.other.access_key_id
+    mine = await subject.driver().create_key()
+    theirs = await subject.driver(subject.other, user=subject.other).create_key()
 
-    await subject.driver().delete_key(user, mine.access_key_id)
-    await subject.driver().delete_key(user, mine.access_key_id)  # already gone: fine
-    await subject.driver().delete_key(user, theirs.access_key_id)  # not ours: untouched
+    await subject.driver().delete_key(mine.access_key_id)
+    await subject.driver().delete_key(mine.access_key_id)  # already gone: fine
+    await subject.driver().delete_key(theirs.access_key_id)  # not ours: untouched
 
     assert await subject.keys_of(other) == [theirs.access_key_id]
 
@@ -181,7 +184,7 @@ async def test_admin_keys_of_another_user_never_leave_a_key_behind(subject: Subj
     driver = subject.driver(admin=subject.other)  # misconfigured: other's keys for `user`
 
     with pytest.raises(ConfigError, match="own keys"):
-        await driver.create_key(user)
+        await driver.create_key()
 
     assert await subject.keys_of(other) == []
     assert await subject.keys_of(user) == []
@@ -190,7 +193,7 @@ async def test_admin_keys_of_another_user_never_leave_a_key_behind(subject: Subj
 async def test_a_wrong_admin_secret_is_refused_by_signature(subject: Subject) -> None:
     wrong = ServiceCredentials(subject.user.access_key_id, "not-the-secret-" + "x" * 20)
     with pytest.raises(ObjectStoreRejected) as info:
-        await subject.driver(admin=wrong).list_keys(subject.user.access_key_id)
+        await subject.driver(admin=wrong).list_keys()
     assert info.value.aws_code == "SignatureDoesNotMatch"
     assert wrong.secret_access_key not in info.value.message
 
@@ -198,11 +201,11 @@ async def test_a_wrong_admin_secret_is_refused_by_signature(subject: Subject) ->
 async def test_an_unknown_admin_key_is_refused(subject: Subject) -> None:
     unknown = ServiceCredentials("NOSUCHKEY" + secrets.token_hex(6).upper(), "x" * 40)
     with pytest.raises(ObjectStoreRejected) as info:
-        await subject.driver(admin=unknown).list_keys(subject.user.access_key_id)
+        await subject.driver(admin=unknown).list_keys()
     assert info.value.aws_code == "InvalidAccessKeyId"
 
 
 async def test_listing_another_users_keys_needs_admin_rights(subject: Subject) -> None:
     with pytest.raises(ObjectStoreRejected) as info:
-        await subject.driver().list_keys(subject.other.access_key_id)
+        await subject.driver(user=subject.other).list_keys()
     assert info.value.aws_code == "AccessDenied"

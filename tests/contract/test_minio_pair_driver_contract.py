@@ -19,7 +19,7 @@ from minio.credentials.providers import StaticProvider
 
 from credbroker.domain import ServiceCredentials
 from credbroker.errors import ConfigError, ObjectStoreError, ObjectStoreRejected
-from credbroker.objectstore.minio_admin import MinioUserPairDriver, pair_label
+from credbroker.objectstore.minio_admin import MinioUserPairDriver
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from tests.contract.test_minio_driver_contract import REAL, _real_admin
@@ -108,12 +108,11 @@ async def _refused(pair: Pair, key: ServiceCredentials) -> str | None:
 
 
 async def test_both_users_are_listed(pair: Pair) -> None:
-    assert await pair.driver().list_keys(pair_label(pair.users)) == sorted(pair.users)
+    assert await pair.driver().list_keys() == sorted(pair.users)
 
 
 async def test_create_sets_the_standby_and_leaves_the_kept_user_alone(pair: Pair) -> None:
-    label = pair_label(pair.users)
-    new = await pair.driver().create_key(label, keep=pair.first.access_key_id)
+    new = await pair.driver().create_key(keep=pair.first.access_key_id)
 
     assert new.access_key_id == pair.other
     assert len(new.secret_access_key) == 40
@@ -122,7 +121,6 @@ async def test_create_sets_the_standby_and_leaves_the_kept_user_alone(pair: Pair
 
 
 async def test_delete_scrambles_so_the_old_secret_is_refused(pair: Pair) -> None:
-    label = pair_label(pair.users)
     driver = pair.driver()
     issuer = StsIssuer(endpoint=pair.endpoint, region=pair.region, role_arn=None)
     probe = SignedCallProbe(
@@ -132,16 +130,16 @@ async def test_delete_scrambles_so_the_old_secret_is_refused(pair: Pair) -> None
         flavor="minio",
     )
     try:
-        await driver.delete_key(label, pair.first.access_key_id)
+        await driver.delete_key(pair.first.access_key_id)
 
         # MinIO's STS says AccessDenied for any failed authentication (apiToSTSError); S3
         # names the reason: the user exists, its old secret no longer signs.
         assert await _refused(pair, pair.first) == "AccessDenied"
         assert await probe.refuses(pair.first, via="sts")
         assert await probe.refuses(pair.first, via="s3")
-        assert await driver.list_keys(label) == sorted(pair.users)  # never removed
-        await driver.delete_key(label, "not-a-member")  # nothing to do, no user created
-        assert await driver.list_keys(label) == sorted(pair.users)
+        assert await driver.list_keys() == sorted(pair.users)  # never removed
+        await driver.delete_key("not-a-member")  # nothing to do, no user created
+        assert await driver.list_keys() == sorted(pair.users)
     finally:
         await probe.close()
         await issuer.close()
@@ -149,15 +147,13 @@ async def test_delete_scrambles_so_the_old_secret_is_refused(pair: Pair) -> None
 
 async def test_a_store_key_outside_the_pair_changes_nothing(pair: Pair) -> None:
     with pytest.raises(ConfigError, match="not a user of the pair"):
-        await pair.driver().create_key(pair_label(pair.users), keep="someone-else")
+        await pair.driver().create_key(keep="someone-else")
     assert await _refused(pair, pair.first) is None
 
 
 async def test_a_pair_member_as_admin_is_refused(pair: Pair) -> None:
     with pytest.raises(ConfigError, match="pair member"):
-        await pair.driver(admin=pair.first).create_key(
-            pair_label(pair.users), keep=pair.first.access_key_id
-        )
+        await pair.driver(admin=pair.first).create_key(keep=pair.first.access_key_id)
     assert await _refused(pair, pair.first) is None
 
 
@@ -173,33 +169,31 @@ def _admin_client(pair: Pair) -> MinioAdmin:
 async def test_a_retire_leaves_a_user_an_operator_disabled_disabled(pair: Pair) -> None:
     """runbooks/03 disables the parent of a leaked key: the rotation's retire must not
     enable it again (add-user sets the status it is sent), which would revive that key."""
-    label = pair_label(pair.users)
     admin = _admin_client(pair)
     await asyncio.to_thread(admin.user_disable, pair.first.access_key_id)
 
-    await pair.driver().delete_key(label, pair.first.access_key_id)
+    await pair.driver().delete_key(pair.first.access_key_id)
 
     info = json.loads(await asyncio.to_thread(admin.user_info, pair.first.access_key_id))
     assert info["status"] == "disabled"
     assert await _refused(pair, pair.first) == "AccessDenied"
     # An enabled member is scrambled and stays enabled.
-    await pair.driver().delete_key(label, pair.other)
+    await pair.driver().delete_key(pair.other)
     info = json.loads(await asyncio.to_thread(admin.user_info, pair.other))
     assert info["status"] == "enabled"
 
 
 async def test_a_disabled_standby_is_never_enabled_by_a_rotation(pair: Pair) -> None:
-    label = pair_label(pair.users)
     admin = _admin_client(pair)
     await asyncio.to_thread(admin.user_disable, pair.other)
 
     with pytest.raises(ObjectStoreRejected, match="is disabled"):
-        await pair.driver().create_key(label, keep=pair.first.access_key_id)
+        await pair.driver().create_key(keep=pair.first.access_key_id)
 
     info = json.loads(await asyncio.to_thread(admin.user_info, pair.other))
     assert info["status"] == "disabled"
     await asyncio.to_thread(admin.user_enable, pair.other)
-    new = await pair.driver().create_key(label, keep=pair.first.access_key_id)
+    new = await pair.driver().create_key(keep=pair.first.access_key_id)
     assert await _refused(pair, new) is None
 
 
@@ -215,6 +209,6 @@ async def test_a_fips_build_is_reported_by_name_and_nothing_changes() -> None:
         double.fips = True
         pair = Pair(double.endpoint, double.region, admin, first, "cbfips-b")
         with pytest.raises(ObjectStoreError) as info:
-            await pair.driver().list_keys(pair_label(pair.users))
+            await pair.driver().list_keys()
         assert info.value.code == "minio_fips_admin_encryption"
         assert double.secret_of(first.access_key_id) == first.secret_access_key

@@ -51,9 +51,8 @@ class FakeObjectStore:
         if op in self.fail:
             raise self.fail[op]()
 
-    @property
-    def driver(self) -> FakeDriver:
-        return FakeDriver(self)
+    def driver_for(self, user: str) -> FakeDriver:
+        return FakeDriver(self, user)
 
     @property
     def probe(self) -> FakeProbe:
@@ -64,22 +63,23 @@ class FakeDriver:
     kind = "fake"
     fixed_keys = False
 
-    def __init__(self, world: FakeObjectStore) -> None:
+    def __init__(self, world: FakeObjectStore, owner: str) -> None:
         self.world = world
+        self.owner = owner
 
-    async def list_keys(self, user: str) -> list[str]:
+    async def list_keys(self) -> list[str]:
         self.world._check("list")
-        return self.world.user_keys(user)
+        return self.world.user_keys(self.owner)
 
-    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
         self.world._check("create")
-        key = self.world.add_key(user)
+        key = self.world.add_key(self.owner)
         self.world._pending[key.access_key_id] = self.world.settle
         return key
 
-    async def delete_key(self, user: str, key_id: str) -> None:
+    async def delete_key(self, key_id: str) -> None:
         self.world._check("delete")
-        secret = self.world.keys[user].pop(key_id, None)
+        secret = self.world.keys[self.owner].pop(key_id, None)
         if secret is not None:
             self.world._deleted[key_id] = secret
             self.world._pending[key_id] = self.world.settle

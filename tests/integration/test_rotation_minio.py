@@ -60,8 +60,8 @@ async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path)
             return owner
 
         first = await MinioKeyDriver(
-            endpoint=minio.endpoint, admin_credentials=owner_keys
-        ).create_key(USER)
+            endpoint=minio.endpoint, user=USER, admin_credentials=owner_keys
+        ).create_key()
         try:
             await store.write(PATH, first.as_secret_data(), cas=0)
             await store.write(ADMIN, owner.as_secret_data(), cas=0)

@@ -141,7 +141,27 @@ class MinioKeyDriver(_MinioAdmin):
     kind = "minio"
     fixed_keys = False
 
-    async def list_keys(self, user: str) -> list[str]:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        user: str,
+        admin_credentials: AdminCredentials,
+        region: str = "",
+        tls: TlsPolicy = VERIFIED,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(
+            endpoint=endpoint,
+            admin_credentials=admin_credentials,
+            region=region,
+            tls=tls,
+            timeout_seconds=timeout_seconds,
+        )
+        self.owner = user
+
+    async def list_keys(self) -> list[str]:
+        user = self.owner
         text = await self._call("list access keys", user, lambda a: a.list_service_account(user))
         accounts = _json(text, "list access keys").get("accounts") or []
         return sorted(
@@ -150,7 +170,8 @@ class MinioKeyDriver(_MinioAdmin):
             if isinstance(a, dict) and a.get("parentUser") == user and a.get("accessKey")
         )
 
-    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+        user = self.owner
         if (await self._admin_credentials()).access_key_id != user:
             # The key would land under the requester (no targetUser), where this driver could
             # neither see nor clean it up: refuse before creating anything.
@@ -167,13 +188,14 @@ class MinioKeyDriver(_MinioAdmin):
         key_id, secret = created.get("accessKey"), created.get("secretKey")
         if not (isinstance(key_id, str) and key_id and isinstance(secret, str) and secret):
             raise ObjectStoreError(f"minio create access key for {user}: unexpected answer")
-        if key_id not in await self.list_keys(user):
+        if key_id not in await self.list_keys():
             await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
             raise ObjectStoreError(f"minio created access key {key_id}, but not for {user}")
         return ServiceCredentials(access_key_id=key_id, secret_access_key=secret)
 
-    async def delete_key(self, user: str, key_id: str) -> None:
-        if key_id not in await self.list_keys(user):
+    async def delete_key(self, key_id: str) -> None:
+        user = self.owner
+        if key_id not in await self.list_keys():
             return  # already gone, or never this user's
         with contextlib.suppress(_NotFound):  # deleted meanwhile: the goal is reached
             await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
@@ -247,21 +269,19 @@ class MinioUserPairDriver(_MinioAdmin):
         if len(set(users)) != 2:
             raise ConfigError("minio-users: exactly two different users")
         self.users = tuple(sorted(users))
-        self.label = pair_label(users)
+        self.owner = pair_label(users)
         self._policy = policy
 
-    async def list_keys(self, user: str) -> list[str]:
-        self._is_pair(user)
-        text = await self._call("list users", user, lambda a: a.user_list())
+    async def list_keys(self) -> list[str]:
+        text = await self._call("list users", self.owner, lambda a: a.user_list())
         existing = _json(text, "list users")
         return [u for u in self.users if u in existing]
 
-    async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
-        self._is_pair(user)
+    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
         if keep not in self.users:
             raise ConfigError(
                 f"minio-users: the secret store holds key {keep}, which is not a user of the "
-                f"pair {self.label}; nothing was changed"
+                f"pair {self.owner}; nothing was changed"
             )
         standby = self.users[1] if keep == self.users[0] else self.users[0]
         if (await self._admin_credentials()).access_key_id in self.users:
@@ -295,9 +315,8 @@ class MinioUserPairDriver(_MinioAdmin):
         log.info("minio-users: %s has a new secret (standby of %s)", standby, keep)
         return ServiceCredentials(access_key_id=standby, secret_access_key=secret)
 
-    async def delete_key(self, user: str, key_id: str) -> None:
-        self._is_pair(user)
-        if key_id not in await self.list_keys(user):
+    async def delete_key(self, key_id: str) -> None:
+        if key_id not in await self.list_keys():
             return  # not a pair member, or removed by hand: never create a user here
         info = _json(
             await self._call("user info", key_id, lambda a: a.user_info(key_id)), "user info"
@@ -308,10 +327,6 @@ class MinioUserPairDriver(_MinioAdmin):
         await self._call(
             "scramble secret", key_id, lambda a: _set_secret(a, key_id, new_secret(), status)
         )  # the random secret is generated inside the call and never kept
-
-    def _is_pair(self, user: str) -> None:
-        if user != self.label:
-            raise ConfigError(f"minio-users: this driver manages {self.label}, not {user}")
 
 
 def _set_secret(admin: MinioAdmin, user: str, secret: str, status: str) -> None:

@@ -44,10 +44,12 @@ class RgwKeyDriver:
         self,
         *,
         endpoint: str,
+        user: str,
         admin_credentials: AdminCredentials,
         tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 10.0,
     ) -> None:
+        self.owner = user
         parts = urlsplit(endpoint)
         self._server = parts.netloc
         self._secure = parts.scheme == "https"
@@ -55,12 +57,14 @@ class RgwKeyDriver:
         self._admin_credentials = admin_credentials
         self._timeout = timeout_seconds
 
-    async def list_keys(self, user: str) -> list[str]:
+    async def list_keys(self) -> list[str]:
+        user = self.owner
         info = await self._call("list keys", user, lambda admin: admin.get_user(uid=user))
         return sorted(_key_ids(info.get("keys", []) if isinstance(info, dict) else [], user))
 
-    async def create_key(self, user: str, *, keep: str | None = None) -> ServiceCredentials:
-        before = set(await self.list_keys(user))
+    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+        user = self.owner
+        before = set(await self.list_keys())
         keys = await self._call(
             "create key",
             user,
@@ -80,8 +84,9 @@ class RgwKeyDriver:
             secret_access_key=str(fresh[0]["secret_key"]),
         )
 
-    async def delete_key(self, user: str, key_id: str) -> None:
-        if key_id not in await self.list_keys(user):
+    async def delete_key(self, key_id: str) -> None:
+        user = self.owner
+        if key_id not in await self.list_keys():
             return  # already gone, or never this user's: nothing of ours to delete
         try:
             await self._call(

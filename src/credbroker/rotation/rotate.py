@@ -299,7 +299,7 @@ class Rotator:
                 next_due_at=now,  # if this run dies, the next one resumes at once
             )
         )
-        new = await driver.create_key(spec.user, keep=old.access_key_id)
+        new = await driver.create_key(keep=old.access_key_id)
         record = await self._save(
             replace(record, phase=Phase.CREATED, new_key_id=new.access_key_id)
         )
@@ -369,7 +369,7 @@ class Rotator:
         """Delete a new key that will never be used; if that fails too, the next run does."""
         assert record.new_key_id is not None
         try:
-            await self._drivers[spec.name].delete_key(spec.user, record.new_key_id)
+            await self._drivers[spec.name].delete_key(record.new_key_id)
         except CredbrokerError as exc:
             log.warning(
                 "rotation %s: could not delete unused key %s yet (%s); the next run will",
@@ -404,7 +404,7 @@ class Rotator:
     ) -> RotationRecord:
         driver = self._drivers[spec.name]
         assert record.old_key_id is not None
-        await driver.delete_key(spec.user, record.old_key_id)  # idempotent: a resumed run
+        await driver.delete_key(record.old_key_id)  # idempotent: a resumed run
         old = await self._old_key(spec, record)
         if old is not None:
             try:
@@ -427,7 +427,7 @@ class Rotator:
                 spec.name,
                 record.old_key_id,
             )
-        elif record.old_key_id in await driver.list_keys(spec.user):
+        elif record.old_key_id in await driver.list_keys():
             raise RotationFailed(f"old key {record.old_key_id} is still listed after deletion")
         now = self._clock()
         record = await self._save(
@@ -480,7 +480,7 @@ class Rotator:
         """Delete every key of the user but `keep` (the store's), after checking that `keep`
         is one of them. `retiring` names the one deletion that is expected."""
         driver = self._drivers[spec.name]
-        keys = await driver.list_keys(spec.user)
+        keys = await driver.list_keys()
         if keep not in keys:
             raise RotationFailed(
                 f"the secret at {spec.secret_path} holds key {keep}, which is not a key of "
@@ -495,7 +495,7 @@ class Rotator:
                 log.info("rotation %s: deleting old key %s of %s", spec.name, key, spec.user)
             else:
                 log.warning("rotation %s: deleting stray key %s of %s", spec.name, key, spec.user)
-            await driver.delete_key(spec.user, key)
+            await driver.delete_key(key)
             await self._record_event(spec.name, "key_deleted", key_id=key)
         return strays
 

@@ -29,7 +29,7 @@ async def credential_status(
     keys: list[str] | None = None
     if store.writable:
         try:
-            keys = await driver.list_keys(spec.user)
+            keys = await driver.list_keys()
         except CredbrokerError as exc:
             problems.append(f"object store admin: {exc.message}")
     else:

@@ -64,7 +64,7 @@ class World:
 
         options: dict[str, Any] = {
             "credentials": [spec],
-            "drivers": {spec.name: self.objects.driver},
+            "drivers": {spec.name: self.objects.driver_for(spec.user)},
             "store": self.store,
             "state": self.state,
             "probe": self.objects.probe,
@@ -441,10 +441,10 @@ async def test_a_kill_while_creating_leaves_no_orphan(world: World) -> None:
         kind = "fake"
 
         def __init__(self) -> None:
-            self.inner = world.objects.driver
+            self.inner = world.objects.driver_for(USER)
 
-        async def create_key(self, user: str, *, keep: str | None) -> ServiceCredentials:
-            await self.inner.create_key(user, keep=keep)
+        async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+            await self.inner.create_key(keep=keep)
             raise SimulatedKill()
 
         def __getattr__(self, name: str) -> Any:

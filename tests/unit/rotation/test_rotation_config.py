@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
+from credbroker import wiring
 from credbroker.cli import main
 from credbroker.config import PostgresStateConfig, SqliteStateConfig, load_settings
 from credbroker.errors import ConfigError
 from credbroker.rotation.schedule import Schedule
+from tests.fakes import MemorySecretStore
 
 BASE: dict[str, Any] = {
     "secret_cache_seconds": 5,
@@ -179,7 +181,10 @@ def test_minio_sts_parent_rotates_with_the_user_pair(
     path = write(tmp_path, object_store=minio, rotation=with_service(driver=PAIR_DRIVER))
     [credential] = load_settings(path).rotation.credentials
     assert credential.verify == "sts"
-    assert credential.driver.owner == "credbroker-a+credbroker-b"
+    settings = load_settings(path)
+    driver = wiring.build_key_driver(settings, credential, MemorySecretStore())
+    assert driver.owner == "credbroker-a+credbroker-b"  # computed once, by the driver
+    assert wiring.managed_credential(settings, credential, driver).user == driver.owner
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "credbroker-a" in out and "credbroker-b" in out

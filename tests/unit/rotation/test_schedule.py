@@ -93,7 +93,7 @@ async def setup(
     )
     rotator = Rotator(
         credentials=[credential],
-        drivers={"service": objects.driver},
+        drivers={"service": objects.driver_for("broker")},
         store=store,
         state=state,
         probe=objects.probe,
