@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from credbroker.domain import SecretVersion, ServiceCredentials, TemporaryCredentials
+from credbroker.domain import AccessKey, SecretVersion, SessionKey
 from credbroker.errors import (
     CasMismatch,
     ObjectStoreRejected,
@@ -101,7 +101,7 @@ class FakeMetrics:
 
 @dataclass(frozen=True)
 class AssumeRoleCall:
-    parent: ServiceCredentials
+    parent: AccessKey
     policy: str
     duration_seconds: int
     session_name: str
@@ -110,7 +110,7 @@ class AssumeRoleCall:
 
 @dataclass(frozen=True)
 class PresignCall:
-    credentials: TemporaryCredentials
+    credentials: SessionKey
     bucket: str
     key: str
     method: str
@@ -139,7 +139,7 @@ class FakeIssuer:
     lifetime_seconds: float | None = None
     calls: list[AssumeRoleCall] = field(default_factory=list)
     presigns: list[PresignCall] = field(default_factory=list)
-    minted: list[TemporaryCredentials] = field(default_factory=list)
+    minted: list[SessionKey] = field(default_factory=list)
 
     @property
     def signers(self) -> list[tuple[str, str | None]]:
@@ -148,13 +148,13 @@ class FakeIssuer:
 
     async def assume_role(
         self,
-        parent: ServiceCredentials,
+        parent: AccessKey,
         *,
         policy: str,
         duration_seconds: int,
         session_name: str,
         role_arn: str | None = None,
-    ) -> TemporaryCredentials:
+    ) -> SessionKey:
         self.calls.append(AssumeRoleCall(parent, policy, duration_seconds, session_name, role_arn))
         if self.failures:
             raise self.failures.pop(0)
@@ -162,7 +162,7 @@ class FakeIssuer:
             raise ObjectStoreRejected("refused", aws_code="AccessDenied")
         n = len(self.minted) + 1
         lifetime = duration_seconds if self.lifetime_seconds is None else self.lifetime_seconds
-        key = TemporaryCredentials(
+        key = SessionKey(
             access_key_id=f"ASIATEMP{n:04d}",
             secret_access_key=f"temp-secret-{n:04d}",
             session_token=f"temp-token-{n:04d}",
@@ -173,7 +173,7 @@ class FakeIssuer:
 
     def presign(
         self,
-        credentials: TemporaryCredentials,
+        credentials: SessionKey,
         *,
         bucket: str,
         key: str,
@@ -194,7 +194,7 @@ class FakeIssuer:
 # --- read-only fallback -----------------------------------------------------------------------
 
 READ_ROLE = "arn:aws:iam:::role/credbroker-read"
-READ_ONLY_KEY = ServiceCredentials("AKREADONLY", "ro-secret", 1)
+READ_ONLY_KEY = AccessKey("AKREADONLY", "ro-secret", 1)
 
 
 @dataclass
@@ -204,7 +204,7 @@ class FakeFallback:
     role_arn: str | None = READ_ROLE
     stale: bool = False
 
-    def credentials(self) -> ServiceCredentials:
+    def credentials(self) -> AccessKey:
         if self.stale:
             raise SecretStoreUnavailable("the read-only fallback key is too old")
         return READ_ONLY_KEY

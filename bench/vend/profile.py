@@ -73,7 +73,7 @@ _STACK_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
         "sts: aiohttp client (request and response objects)",
     ),
     (("JsonLinesAudit",), "audit record (json.dumps + os.write)"),
-    (("CredentialSource",), "parent key cache"),
+    (("ParentKeySource",), "parent key cache"),
     (("_parse (", "model_validate"), "handler: body read, json.loads, pydantic"),
     (("authenticate",), "token check"),
     (("json_response",), "handler: json_response"),

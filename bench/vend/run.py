@@ -20,7 +20,7 @@ from bench.vend.measurement import Call, Summary, measure
 from bench.vend.processes import Broker, raise_interrupt, rgw_pids, status_kib
 from bench.vend.profile import profile_broker
 from bench.vend.seeding import ACCESS, BUCKET, SPACE, SPACE_PREFIX, TTL_SECONDS
-from credbroker.domain import Flavor, Scope, ServiceCredentials
+from credbroker.domain import AccessKey, Flavor, Scope
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.policy import render_policy, session_policy
 from support.rgw_server import RgwServer
@@ -88,7 +88,7 @@ async def _run_benchmark(
         role_arn=server.vend_role_arn,
         max_connections=pool,
     )
-    parent = ServiceCredentials(server.broker_access_key, server.broker_secret_key)
+    parent = AccessKey(server.broker_access_key, server.broker_secret_key)
     async with (
         _closing_issuer(issuer),
         get_session().create_client(

@@ -274,7 +274,7 @@ class KeyDriverConfig(_Model):
         return self
 
 
-class ManagedCredentialConfig(_Model):
+class ManagedKeyConfig(_Model):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     # The secret holding the key (object_store.credentials_path, or the fallback's).
     secret_path: Annotated[str, StringConstraints(min_length=1)]
@@ -301,7 +301,7 @@ class RotationRetryConfig(_Model):
 
 
 class RotationConfig(_Model):
-    credentials: list[ManagedCredentialConfig] = Field(default_factory=list)
+    credentials: list[ManagedKeyConfig] = Field(default_factory=list)
     # Run due rotations inside `credbroker serve` (false: only `credbroker rotate`, e.g. cron).
     scheduler: bool = True
     # How often the scheduler re-reads the state store (runs by the CLI or other replicas).

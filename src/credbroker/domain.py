@@ -101,15 +101,17 @@ class SecretVersion:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceCredentials:
-    """Long-lived object-store keys the broker signs STS calls with. Never leaves the broker."""
+class AccessKey:
+    """A long-lived object-store access key (id and secret): the parent key the broker signs
+    STS calls with, the read-only fallback's, an admin's, or one being rotated. Never leaves
+    the broker."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     version: int = 0
 
     @classmethod
-    def from_secret(cls, secret: SecretVersion) -> ServiceCredentials:
+    def from_secret(cls, secret: SecretVersion) -> AccessKey:
         return cls(
             access_key_id=secret.get("access_key_id"),
             secret_access_key=secret.get("secret_access_key"),
@@ -121,7 +123,10 @@ class ServiceCredentials:
 
 
 @dataclass(frozen=True, slots=True)
-class TemporaryCredentials:
+class SessionKey:
+    """A temporary STS key (id, secret, session token, expiry): what a rule gets, or what
+    signs a presigned URL."""
+
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str = field(repr=False)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from credbroker.domain import BreakerState, ServiceCredentials
+from credbroker.domain import AccessKey, BreakerState
 from credbroker.errors import (
     CredbrokerError,
     SealError,
@@ -34,7 +34,7 @@ log = logging.getLogger("credbroker.fallback")
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    credentials: ServiceCredentials
+    credentials: AccessKey
     fetched_at: datetime  # when the store last confirmed these keys (wall clock: survives restarts)
 
 
@@ -67,7 +67,7 @@ class ReadOnlyFallback:
 
     # --- what vend.py and /readyz use ---------------------------------------------------------
 
-    def credentials(self) -> ServiceCredentials:
+    def credentials(self) -> AccessKey:
         problem = self.problem()
         if problem is not None or self._snapshot is None:
             raise SecretStoreUnavailable(
@@ -136,7 +136,7 @@ class ReadOnlyFallback:
         """Read the keys from the store, then keep them in memory and sealed on disk."""
         secret = await self._store.read(self._path)
         try:
-            credentials = ServiceCredentials.from_secret(secret)
+            credentials = AccessKey.from_secret(secret)
         except KeyError:
             raise SecretStoreError(
                 f"secret {self._path!r} needs the fields access_key_id and secret_access_key"
@@ -193,7 +193,7 @@ class ReadOnlyFallback:
             if data["path"] != self._path:
                 return None
             fetched_at = datetime.fromisoformat(data["fetched_at"])
-            credentials = ServiceCredentials(
+            credentials = AccessKey(
                 access_key_id=str(data["access_key_id"]),
                 secret_access_key=str(data["secret_access_key"]),
                 version=int(data["version"]),

@@ -12,12 +12,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from credbroker.domain import (
+    AccessKey,
     Client,
     RotationRecord,
     Scope,
     SecretVersion,
-    ServiceCredentials,
-    TemporaryCredentials,
+    SessionKey,
 )
 
 
@@ -64,7 +64,7 @@ class ReadOnlyKeys(Protocol):
 
     role_arn: str | None
 
-    def credentials(self) -> ServiceCredentials:
+    def credentials(self) -> AccessKey:
         """The read-only parent key; SecretStoreUnavailable if there is none or it is too old."""
         ...
 
@@ -103,19 +103,19 @@ class Issuer(Protocol):
 
     async def assume_role(
         self,
-        parent: ServiceCredentials,
+        parent: AccessKey,
         *,
         policy: str,
         duration_seconds: int,
         session_name: str,
         role_arn: str | None = None,
-    ) -> TemporaryCredentials:
+    ) -> SessionKey:
         """`role_arn` overrides the configured role (the read-only fallback has its own)."""
         ...
 
     def presign(
         self,
-        credentials: TemporaryCredentials,
+        credentials: SessionKey,
         *,
         bucket: str,
         key: str,
@@ -198,7 +198,7 @@ class KeyDriver(Protocol):
         """Access key ids of the owner, sorted."""
         ...
 
-    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> AccessKey:
         """A new key of the owner. `keep` is the key the secret store holds now, which must keep
         working (a pair driver gives the other key of the pair a fresh secret)."""
         ...
@@ -216,7 +216,7 @@ class KeyProbe(Protocol):
 
     async def accepts(
         self,
-        key: ServiceCredentials,
+        key: AccessKey,
         *,
         via: str,
         role_arn: str | None,
@@ -229,7 +229,7 @@ class KeyProbe(Protocol):
         ...
 
     async def refuses(
-        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+        self, key: AccessKey, *, via: str = "s3", role_arn: str | None = None
     ) -> bool:
         """True if the store refuses `key` (an unknown id, or a secret that no longer matches),
         asked the way `via` names; False while it still accepts it."""

@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from credbroker.credentials import CredentialSource
 from credbroker.domain import (
     Access,
+    AccessKey,
     Client,
     Flavor,
     Mode,
     Scope,
-    ServiceCredentials,
+    SessionKey,
     SpaceTarget,
-    TemporaryCredentials,
     TtlLimits,
 )
 from credbroker.errors import (
@@ -37,6 +36,7 @@ from credbroker.errors import (
     ObjectStoreRejected,
     SecretStoreUnavailable,
 )
+from credbroker.parent_key import ParentKeySource
 from credbroker.policy import (
     narrow_prefix,
     render_policy,
@@ -78,7 +78,7 @@ class PresignRequest:
 
 @dataclass(frozen=True, slots=True)
 class Vended:
-    credentials: TemporaryCredentials
+    credentials: SessionKey
     scope: Scope
     lease_id: str
     endpoint: str
@@ -101,7 +101,7 @@ class Presigned:
 class _Parent:
     """The key an STS call is signed with, the role it names and the mode it means."""
 
-    key: ServiceCredentials
+    key: AccessKey
     role_arn: str | None  # None: the issuer's configured role
     mode: Mode
 
@@ -112,7 +112,7 @@ class Broker:
         *,
         spaces: Mapping[str, SpaceTarget],
         ttl: TtlLimits,
-        credentials: CredentialSource,
+        credentials: ParentKeySource,
         issuer: Issuer,
         audit: AuditSink,
         metrics: BrokerMetrics,
@@ -279,7 +279,7 @@ class Broker:
 
     async def _issue(
         self, client: Client, scope: Scope, policy: str, ttl: int, lease_id: str
-    ) -> tuple[TemporaryCredentials, Mode]:
+    ) -> tuple[SessionKey, Mode]:
         chosen = await self._parent_key(scope.access)
         asked_at = self._clock()
         parent = chosen.key
@@ -310,7 +310,7 @@ class Broker:
         return credentials, chosen.mode
 
     async def _check_lifetime(
-        self, client: Client, scope: Scope, credentials: TemporaryCredentials, due: datetime
+        self, client: Client, scope: Scope, credentials: SessionKey, due: datetime
     ) -> None:
         """Refuse a key that outlives what was asked: the TTL asked is already clamped to the
         client's maximum, so a longer-lived key would break it. MinIO ignores DurationSeconds

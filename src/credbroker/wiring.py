@@ -15,22 +15,22 @@ from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import (
     EmbeddedStoreConfig,
-    ManagedCredentialConfig,
+    ManagedKeyConfig,
     PostgresStateConfig,
     Settings,
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
-from credbroker.credentials import CredentialSource
-from credbroker.domain import Access, BreakerState, Scope, ServiceCredentials
+from credbroker.domain import Access, AccessKey, BreakerState, Scope
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
+from credbroker.parent_key import ParentKeySource
 from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
-from credbroker.rotation.model import Checkpoint, ManagedCredential, RetryPolicy
+from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
@@ -61,11 +61,11 @@ def build_secret_store(
     )
 
 
-def build_credentials(settings: Settings, store: ResilientSecretStore) -> CredentialSource:
+def build_credentials(settings: Settings, store: ResilientSecretStore) -> ParentKeySource:
     """The service key, read at call time. When the store's breaker opens, the cached key is
     dropped: a store known to be unreachable must not keep authorising writes from a cache
     (reads then go read-only through the fallback, writes get 503)."""
-    source = CredentialSource(
+    source = ParentKeySource(
         store, settings.object_store.credentials_path, cache_seconds=settings.secret_cache_seconds
     )
 
@@ -184,8 +184,8 @@ async def build_state_store(settings: Settings) -> StateStore:
 
 
 def managed_credential(
-    settings: Settings, config: ManagedCredentialConfig, driver: KeyDriver
-) -> ManagedCredential:
+    settings: Settings, config: ManagedKeyConfig, driver: KeyDriver
+) -> ManagedKey:
     role_arn = config.role_arn
     if role_arn is None:
         fallback = settings.fallback
@@ -193,7 +193,7 @@ def managed_credential(
             role_arn = fallback.role_arn
         else:
             role_arn = settings.object_store.role_arn
-    return ManagedCredential(
+    return ManagedKey(
         proof=proof_scope(settings) if config.verify == "sts" else None,
         name=config.name,
         secret_path=config.secret_path,
@@ -214,14 +214,12 @@ def proof_scope(settings: Settings) -> Scope | None:
     return Scope(bucket=space.bucket, prefix=space.prefix, access=Access.READ)
 
 
-def build_key_driver(
-    settings: Settings, config: ManagedCredentialConfig, store: SecretStore
-) -> KeyDriver:
+def build_key_driver(settings: Settings, config: ManagedKeyConfig, store: SecretStore) -> KeyDriver:
     """The credential's admin-API driver; its admin keys are read from `store` at call time."""
     path = config.driver.admin_credentials_path
 
-    async def admin_credentials() -> ServiceCredentials:
-        return ServiceCredentials.from_secret(await store.read(path))
+    async def admin_credentials() -> AccessKey:
+        return AccessKey.from_secret(await store.read(path))
 
     object_store = settings.object_store
     endpoint = config.driver.endpoint or object_store.endpoint
@@ -395,7 +393,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
 
 
 def _follow_switch(
-    settings: Settings, credentials: CredentialSource, fallback: ReadOnlyFallback | None
+    settings: Settings, credentials: ParentKeySource, fallback: ReadOnlyFallback | None
 ) -> Callable[[str], Awaitable[None]]:
     """What a rotation's switch means here: the broker drops its cached service key at once,
     and the read-only fallback re-reads (and re-seals) its key when that one rotated."""

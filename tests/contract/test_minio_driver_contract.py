@@ -21,7 +21,7 @@ import urllib3
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from credbroker.errors import ConfigError, ObjectStoreRejected
 from credbroker.objectstore.minio_admin import MinioKeyDriver
 from credbroker.objectstore.probe import SignedCallProbe
@@ -34,18 +34,18 @@ REAL = ("MINIO_ENDPOINT", "MINIO_ADMIN_ACCESS_KEY", "MINIO_ADMIN_SECRET_KEY")
 class Subject:
     endpoint: str
     region: str
-    user: ServiceCredentials  # a built-in user (access key = user name)
-    other: ServiceCredentials  # another one
+    user: AccessKey  # a built-in user (access key = user name)
+    other: AccessKey  # another one
     keys_of: Callable[[str], Any]  # the server's own view: `mc admin accesskey ls USER`
 
     def driver(
-        self, admin: ServiceCredentials | None = None, *, user: ServiceCredentials | None = None
+        self, admin: AccessKey | None = None, *, user: AccessKey | None = None
     ) -> MinioKeyDriver:
         """The driver for `user` (default: self.user), signing with `admin` (default: self.user
         itself, as production does)."""
         chosen = admin or self.user
 
-        async def admin_credentials() -> ServiceCredentials:
+        async def admin_credentials() -> AccessKey:
             return chosen
 
         return MinioKeyDriver(
@@ -69,8 +69,8 @@ class _NoSts:
         raise AssertionError(f"unexpected Issuer.{name}")
 
 
-def _user() -> ServiceCredentials:
-    return ServiceCredentials(f"cbtest-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
+def _user() -> AccessKey:
+    return AccessKey(f"cbtest-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
 
 
 @pytest.fixture(params=["double", "real"])
@@ -191,7 +191,7 @@ async def test_admin_keys_of_another_user_never_leave_a_key_behind(subject: Subj
 
 
 async def test_a_wrong_admin_secret_is_refused_by_signature(subject: Subject) -> None:
-    wrong = ServiceCredentials(subject.user.access_key_id, "not-the-secret-" + "x" * 20)
+    wrong = AccessKey(subject.user.access_key_id, "not-the-secret-" + "x" * 20)
     with pytest.raises(ObjectStoreRejected) as info:
         await subject.driver(admin=wrong).list_keys()
     assert info.value.aws_code == "SignatureDoesNotMatch"
@@ -199,7 +199,7 @@ async def test_a_wrong_admin_secret_is_refused_by_signature(subject: Subject) ->
 
 
 async def test_an_unknown_admin_key_is_refused(subject: Subject) -> None:
-    unknown = ServiceCredentials("NOSUCHKEY" + secrets.token_hex(6).upper(), "x" * 40)
+    unknown = AccessKey("NOSUCHKEY" + secrets.token_hex(6).upper(), "x" * 40)
     with pytest.raises(ObjectStoreRejected) as info:
         await subject.driver(admin=unknown).list_keys()
     assert info.value.aws_code == "InvalidAccessKeyId"

@@ -17,7 +17,7 @@ import pytest
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from credbroker.errors import ConfigError, ObjectStoreError, ObjectStoreRejected
 from credbroker.objectstore.minio_admin import MinioUserPairDriver
 from credbroker.objectstore.probe import SignedCallProbe
@@ -30,8 +30,8 @@ from tests.doubles.minio_admin import MinioAdminDouble
 class Pair:
     endpoint: str
     region: str
-    admin: ServiceCredentials
-    first: ServiceCredentials  # the member the store holds at the start
+    admin: AccessKey
+    first: AccessKey  # the member the store holds at the start
 
     @property
     def users(self) -> tuple[str, str]:
@@ -39,10 +39,10 @@ class Pair:
 
     other: str = ""
 
-    def driver(self, admin: ServiceCredentials | None = None) -> MinioUserPairDriver:
+    def driver(self, admin: AccessKey | None = None) -> MinioUserPairDriver:
         chosen = admin or self.admin
 
-        async def admin_credentials() -> ServiceCredentials:
+        async def admin_credentials() -> AccessKey:
             return chosen
 
         return MinioUserPairDriver(
@@ -58,11 +58,11 @@ class Pair:
 @pytest.fixture(params=["double", "real"])
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     tag = secrets.token_hex(4)
-    first = ServiceCredentials(f"cbpair-{tag}-a", secrets.token_urlsafe(24))
+    first = AccessKey(f"cbpair-{tag}-a", secrets.token_urlsafe(24))
     other = f"cbpair-{tag}-b"
     if request.param == "double":
         async with MinioAdminDouble() as double:
-            admin = ServiceCredentials("cbadmin", secrets.token_urlsafe(24))
+            admin = AccessKey("cbadmin", secrets.token_urlsafe(24))
             double.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
             double.add_user(first.access_key_id, first.secret_access_key)
             double.add_user(other, secrets.token_urlsafe(24))
@@ -74,9 +74,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     real = _real_admin(endpoint)
     for name, secret in ((first.access_key_id, first.secret_access_key), (other, "x" * 40)):
         await asyncio.to_thread(real.user_add, name, secret)
-    admin = ServiceCredentials(
-        os.environ["MINIO_ADMIN_ACCESS_KEY"], os.environ["MINIO_ADMIN_SECRET_KEY"]
-    )
+    admin = AccessKey(os.environ["MINIO_ADMIN_ACCESS_KEY"], os.environ["MINIO_ADMIN_SECRET_KEY"])
     try:
         yield Pair(endpoint, os.environ.get("MINIO_REGION", "us-east-1"), admin, first, other)
     finally:
@@ -96,7 +94,7 @@ _POLICY = json.dumps(
 )
 
 
-async def _refused(pair: Pair, key: ServiceCredentials) -> str | None:
+async def _refused(pair: Pair, key: AccessKey) -> str | None:
     issuer = StsIssuer(endpoint=pair.endpoint, region=pair.region, role_arn=None)
     try:
         await issuer.assume_role(key, policy=_POLICY, duration_seconds=900, session_name="t")
@@ -201,9 +199,9 @@ async def test_a_fips_build_is_reported_by_name_and_nothing_changes() -> None:
     """A FIPS MinIO answers admin calls in madmin-go format 0x02, which minio-py cannot
     decrypt (double only: the real server's build is what it is)."""
     async with MinioAdminDouble() as double:
-        admin = ServiceCredentials("cbadmin", secrets.token_urlsafe(24))
+        admin = AccessKey("cbadmin", secrets.token_urlsafe(24))
         double.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
-        first = ServiceCredentials("cbfips-a", secrets.token_urlsafe(24))
+        first = AccessKey("cbfips-a", secrets.token_urlsafe(24))
         double.add_user(first.access_key_id, first.secret_access_key)
         double.add_user("cbfips-b", secrets.token_urlsafe(24))
         double.fips = True

@@ -28,11 +28,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from credbroker.credentials import CredentialSource
 from credbroker.domain import Access, Client, Flavor, SpaceTarget, TtlLimits
 from credbroker.errors import InvalidRequest, KeyOutlivesRequest
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
+from credbroker.parent_key import ParentKeySource
 from credbroker.policy import MAX_KEY_CHARS
 from credbroker.vend import Broker, PresignRequest, Vended, VendRequest
 from tests.contract.test_minio_driver_contract import REAL, _real_admin
@@ -118,7 +118,7 @@ def _make_broker(
     broker = Broker(
         spaces={"ENG": SpaceTarget(bucket, "ENG/"), "HR": SpaceTarget(other, "")},
         ttl=TtlLimits(900, 900, 3600),
-        credentials=CredentialSource(store, SERVICE, cache_seconds=0),
+        credentials=ParentKeySource(store, SERVICE, cache_seconds=0),
         issuer=issuer,
         audit=audit,
         metrics=Metrics(),

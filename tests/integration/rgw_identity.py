@@ -16,7 +16,7 @@ from typing import Any
 
 from rgwadmin.rgw import RGWAdmin
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from support.rgw_server import RgwServer, botocore_client
 
 
@@ -36,11 +36,11 @@ class Identity:
     rgw: RgwServer
     uid: str
     role_arn: str
-    initial: ServiceCredentials
+    initial: AccessKey
 
     @property
-    def admin_key(self) -> ServiceCredentials:
-        return ServiceCredentials(self.rgw.admin_access_key, self.rgw.admin_secret_key)
+    def admin_key(self) -> AccessKey:
+        return AccessKey(self.rgw.admin_access_key, self.rgw.admin_secret_key)
 
     def broker_seed(self, service_path: str, admin_path: str) -> dict[str, dict[str, str]]:
         """What the broker's secret store holds: this user's first key and the RGW admin's."""
@@ -132,5 +132,5 @@ def create_identity(rgw: RgwServer, prefix: str = "cbrot") -> Identity:
         rgw,
         uid,
         role["Role"]["Arn"],
-        ServiceCredentials(key["access_key"], key["secret_key"]),
+        AccessKey(key["access_key"], key["secret_key"]),
     )

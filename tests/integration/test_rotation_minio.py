@@ -13,7 +13,7 @@ from pathlib import Path
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import RotationPhase, ServiceCredentials
+from credbroker.domain import AccessKey, RotationPhase
 from credbroker.objectstore.minio_admin import MinioKeyDriver
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -54,9 +54,9 @@ async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path)
         probe = SignedCallProbe(
             issuer=issuer, endpoint=minio.endpoint, region=minio.region, flavor="minio"
         )
-        owner = ServiceCredentials(USER, password)
+        owner = AccessKey(USER, password)
 
-        async def owner_keys() -> ServiceCredentials:
+        async def owner_keys() -> AccessKey:
             return owner
 
         first = await MinioKeyDriver(
@@ -69,7 +69,7 @@ async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path)
                 config, store=store, issuer=issuer, metrics=Metrics()
             ) as rotator:
                 outcome = await rotator.run("app", force=True)
-                new = ServiceCredentials.from_secret(await store.read(PATH))
+                new = AccessKey.from_secret(await store.read(PATH))
                 assert outcome.result == "waiting_grace"
                 assert minio.access_keys(USER) == sorted([first.access_key_id, new.access_key_id])
                 assert vault.current_version(PATH) == 2  # a new version, written with cas=1

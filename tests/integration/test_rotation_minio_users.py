@@ -24,7 +24,7 @@ from botocore.credentials import Credentials
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import RotationPhase, ServiceCredentials, TemporaryCredentials
+from credbroker.domain import AccessKey, RotationPhase, SessionKey
 from credbroker.errors import ObjectStoreRejected
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.observability import Metrics
@@ -90,10 +90,10 @@ class World:
         self.config = settings(minio, vault, tmp_path)
         self.store = VaultKV2Store(vault.url, token="rotation-token")
         self.issuer = StsIssuer(endpoint=minio.endpoint, region=minio.region, role_arn=None)
-        self.first = ServiceCredentials(PAIR[0], secrets.token_urlsafe(24))
+        self.first = AccessKey(PAIR[0], secrets.token_urlsafe(24))
 
     async def seed(self) -> None:
-        admin = ServiceCredentials("credbroker-admin", secrets.token_urlsafe(24))
+        admin = AccessKey("credbroker-admin", secrets.token_urlsafe(24))
         self.minio.add_user(admin.access_key_id, admin.secret_access_key, admin=True)
         self.minio.add_user(PAIR[0], self.first.secret_access_key)
         self.minio.add_user(PAIR[1], secrets.token_urlsafe(24))  # setup.sh: nobody keeps it
@@ -106,10 +106,10 @@ class World:
         await self.store.write(PATH, self.first.as_secret_data(), cas=0)
         await self.store.write(ADMIN, admin.as_secret_data(), cas=0)
 
-    async def current(self) -> ServiceCredentials:
-        return ServiceCredentials.from_secret(await self.store.read(PATH))
+    async def current(self) -> AccessKey:
+        return AccessKey.from_secret(await self.store.read(PATH))
 
-    async def vend(self) -> TemporaryCredentials:
+    async def vend(self) -> SessionKey:
         """As the broker vends: the parent key read at call time, then AssumeRole."""
         parent = await self.current()
         return await self.issuer.assume_role(
@@ -132,12 +132,12 @@ async def world(tmp_path: Path) -> Any:
             await w.close()
 
 
-async def list_buckets(endpoint: str, region: str, key: TemporaryCredentials) -> int:
+async def list_buckets(endpoint: str, region: str, key: SessionKey) -> int:
     """A signed S3 call with an STS key (its session token included): the HTTP status."""
     return (await s3_get(endpoint + "/", region, key))[0]
 
 
-async def s3_get(url: str, region: str, key: TemporaryCredentials) -> tuple[int, str]:
+async def s3_get(url: str, region: str, key: SessionKey) -> tuple[int, str]:
     """A signed S3 GET with an STS key: the HTTP status and the body."""
     request = AWSRequest(method="GET", url=url)
     S3SigV4Auth(
@@ -150,7 +150,7 @@ async def s3_get(url: str, region: str, key: TemporaryCredentials) -> tuple[int,
         return response.status, await response.text()
 
 
-async def refused_code(world: World, key: ServiceCredentials) -> str | None:
+async def refused_code(world: World, key: AccessKey) -> str | None:
     """None if AssumeRole with `key` works, else MinIO's error code (STS answers every failed
     authentication AccessDenied: cmd/sts-handlers.go apiToSTSError)."""
     try:
@@ -164,7 +164,7 @@ async def test_50_vends_over_a_rotation_all_succeed_and_the_old_secret_dies(
     world: World,
 ) -> None:
     before = await world.vend()  # an STS key vended before the rotation
-    results: list[BaseException | TemporaryCredentials] = []
+    results: list[BaseException | SessionKey] = []
 
     async def vend(i: int) -> None:
         await asyncio.sleep(1.5 * i / VENDS)
@@ -185,7 +185,7 @@ async def test_50_vends_over_a_rotation_all_succeed_and_the_old_secret_dies(
         [status] = await rotator.status()
 
     assert outcome.result == "completed", outcome.record.last_error
-    assert [r for r in results if not isinstance(r, TemporaryCredentials)] == []
+    assert [r for r in results if not isinstance(r, SessionKey)] == []
     assert len(results) == VENDS
     new = await world.current()
     assert new.access_key_id == PAIR[1]  # the standby took over
@@ -273,7 +273,7 @@ async def test_a_run_killed_after_each_phase_is_repaired(
     assert await refused_code(world, current) is None  # the store's user works
     # Every other secret either user had is refused: the first one, and whatever the killed
     # run set on the standby (it lived only in the dead process).
-    for old in (world.first, ServiceCredentials(standby, secret_at_death)):
+    for old in (world.first, AccessKey(standby, secret_at_death)):
         if old.secret_access_key != current.secret_access_key:
             assert await refused_code(world, old) == "AccessDenied"
     assert outcome.record.phase is RotationPhase.DONE
@@ -343,7 +343,7 @@ async def test_vends_through_the_http_api_survive_a_rotation_forced_by_an_admin(
         }
         assert minted_by == set(PAIR), minted_by
         for _, body in (vends[0], vends[-1]):  # keys from before and after the switch work
-            key = TemporaryCredentials(
+            key = SessionKey(
                 body["accessKeyId"],
                 body["secretAccessKey"],
                 body["sessionToken"],

@@ -32,7 +32,7 @@ import yaml
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import Access, Flavor, RotationPhase, Scope, ServiceCredentials
+from credbroker.domain import Access, AccessKey, Flavor, RotationPhase, Scope
 from credbroker.errors import ObjectStoreRejected
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -144,10 +144,10 @@ class Rig:
         ) as rotator:
             yield rotator
 
-    async def in_store(self) -> ServiceCredentials:
-        return ServiceCredentials.from_secret(await self.store.read(SERVICE))
+    async def in_store(self) -> AccessKey:
+        return AccessKey.from_secret(await self.store.read(SERVICE))
 
-    async def sts_works(self, key: ServiceCredentials) -> bool:
+    async def sts_works(self, key: AccessKey) -> bool:
         """A real AssumeRole of the identity's role, signed with `key`."""
         try:
             await self.issuer.assume_role(
@@ -236,7 +236,7 @@ async def test_rgw_answers_a_removed_or_unknown_key_with_access_denied(
             for k in rgw_admin(rgw).create_key(uid=identity.uid, generate_key=True)
             if k["access_key"] != identity.initial.access_key_id
         )
-        removed = ServiceCredentials(extra["access_key"], extra["secret_key"])
+        removed = AccessKey(extra["access_key"], extra["secret_key"])
         await probe.accepts(removed, via="s3", role_arn=None)  # valid: ListBuckets is 200
         await probe.accepts(removed, via="sts", role_arn=identity.role_arn)
         assert not await probe.refuses(removed)
@@ -248,7 +248,7 @@ async def test_rgw_answers_a_removed_or_unknown_key_with_access_denied(
             await probe.accepts(removed, via="s3", role_arn=None)
         with pytest.raises(ObjectStoreRejected) as sts_answer:
             await probe.accepts(removed, via="sts", role_arn=identity.role_arn)
-        never = ServiceCredentials("CBNEVEREXISTED000001", "x" * 40)
+        never = AccessKey("CBNEVEREXISTED000001", "x" * 40)
         with pytest.raises(ObjectStoreRejected) as unknown_answer:
             await probe.accepts(never, via="s3", role_arn=None)
     finally:
@@ -440,7 +440,7 @@ async def test_a_killed_cli_process_is_repaired_by_the_next_one(
     issuer = StsIssuer(endpoint=rgw.endpoint, region=rgw.region, role_arn=identity.role_arn)
     probe = SignedCallProbe(issuer=issuer, endpoint=rgw.endpoint, region=rgw.region, flavor="rgw")
     try:
-        new = ServiceCredentials.from_secret(await store.read(SERVICE))
+        new = AccessKey.from_secret(await store.read(SERVICE))
         await probe.accepts(new, via="sts", role_arn=identity.role_arn)  # a real AssumeRole
     finally:
         await probe.close()

@@ -1,4 +1,4 @@
-"""CredentialSource: the service key read at call time, a short cache, one read for a burst of
+"""ParentKeySource: the service key read at call time, a short cache, one read for a burst of
 concurrent misses, and invalidation by version."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from credbroker.credentials import CredentialSource
-from credbroker.domain import SecretVersion, ServiceCredentials
+from credbroker.domain import AccessKey, SecretVersion
+from credbroker.parent_key import ParentKeySource
 from tests.fakes import DOWN, MemorySecretStore, MonotonicClock
 
 PATH = "credbroker/object-store/service"
@@ -18,10 +18,10 @@ V1 = {"access_key_id": "AKONE", "secret_access_key": "one-secret"}
 V2 = {"access_key_id": "AKTWO", "secret_access_key": "two-secret"}
 
 
-def source(cache_seconds: float) -> tuple[CredentialSource, MemorySecretStore, MonotonicClock]:
+def source(cache_seconds: float) -> tuple[ParentKeySource, MemorySecretStore, MonotonicClock]:
     store, clock = MemorySecretStore(), MonotonicClock()
     store.put(PATH, V1)
-    return CredentialSource(store, PATH, cache_seconds=cache_seconds, clock=clock), store, clock
+    return ParentKeySource(store, PATH, cache_seconds=cache_seconds, clock=clock), store, clock
 
 
 class GatedStore(MemorySecretStore):
@@ -44,7 +44,7 @@ async def test_the_key_comes_from_the_store_with_its_version() -> None:
     credentials, store, _ = source(cache_seconds=10)
     store.put(PATH, V2)
 
-    assert await credentials.current() == ServiceCredentials("AKTWO", "two-secret", 2)
+    assert await credentials.current() == AccessKey("AKTWO", "two-secret", 2)
     assert (credentials.store, credentials.path) == (store, PATH)
 
 
@@ -69,7 +69,7 @@ async def test_the_cache_holds_for_exactly_its_seconds() -> None:
 async def test_the_first_call_reads_even_at_time_zero() -> None:
     store = MemorySecretStore()
     store.put(PATH, V1)
-    credentials = CredentialSource(store, PATH, cache_seconds=10, clock=MonotonicClock(0.0))
+    credentials = ParentKeySource(store, PATH, cache_seconds=10, clock=MonotonicClock(0.0))
     await credentials.current()
     assert store.calls == ["read"]
 
@@ -84,7 +84,7 @@ async def test_without_a_cache_every_call_reads() -> None:
 async def test_concurrent_misses_share_one_read() -> None:
     store = GatedStore()
     store.put(PATH, V1)
-    credentials = CredentialSource(store, PATH, cache_seconds=0, clock=MonotonicClock())
+    credentials = ParentKeySource(store, PATH, cache_seconds=0, clock=MonotonicClock())
 
     waiting = [asyncio.create_task(credentials.current()) for _ in range(5)]
     await asyncio.sleep(0)
@@ -101,7 +101,7 @@ async def test_a_failed_shared_read_fails_every_waiter_and_the_next_call_retries
     store = GatedStore()
     store.put(PATH, V1)
     store.outages.append(DOWN)
-    credentials = CredentialSource(store, PATH, cache_seconds=10, clock=MonotonicClock())
+    credentials = ParentKeySource(store, PATH, cache_seconds=10, clock=MonotonicClock())
 
     waiting = [asyncio.create_task(credentials.current()) for _ in range(3)]
     await asyncio.sleep(0)
@@ -116,7 +116,7 @@ async def test_a_failed_shared_read_fails_every_waiter_and_the_next_call_retries
 async def test_a_cancelled_caller_does_not_cancel_the_read_others_wait_for() -> None:
     store = GatedStore()
     store.put(PATH, V1)
-    credentials = CredentialSource(store, PATH, cache_seconds=10, clock=MonotonicClock())
+    credentials = ParentKeySource(store, PATH, cache_seconds=10, clock=MonotonicClock())
 
     quitter = asyncio.create_task(credentials.current())
     stayer = asyncio.create_task(credentials.current())
@@ -138,7 +138,7 @@ async def test_a_failed_read_nobody_waits_for_any_more_is_not_left_unretrieved(
     store = GatedStore()
     store.put(PATH, V1)
     store.outages.append(DOWN)
-    credentials = CredentialSource(store, PATH, cache_seconds=10, clock=MonotonicClock())
+    credentials = ParentKeySource(store, PATH, cache_seconds=10, clock=MonotonicClock())
 
     alone = asyncio.create_task(credentials.current())
     await asyncio.sleep(0)

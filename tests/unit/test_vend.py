@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from credbroker.credentials import CredentialSource
 from credbroker.domain import (
     Access,
+    AccessKey,
     Client,
     Flavor,
     Scope,
     SecretVersion,
-    ServiceCredentials,
     SpaceTarget,
     TtlLimits,
 )
@@ -35,6 +34,7 @@ from credbroker.errors import (
     SecretStoreCircuitOpen,
     SecretStoreUnavailable,
 )
+from credbroker.parent_key import ParentKeySource
 from credbroker.policy import render_policy, session_policy
 from credbroker.vend import (
     DEFAULT_CLOCK_SKEW_SECONDS,
@@ -91,7 +91,7 @@ class Rig:
     cache_seconds: float = 0
     clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
     issuer: FakeIssuer = field(default_factory=FakeIssuer)
-    credentials: CredentialSource = field(init=False)
+    credentials: ParentKeySource = field(init=False)
     broker: Broker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,7 +99,7 @@ class Rig:
         self.issuer.clock = self.clock
         self.issuer.endpoint = "http://s3.internal"
         self.issuer.public_endpoint = "https://s3.example"
-        self.credentials = CredentialSource(
+        self.credentials = ParentKeySource(
             self.store, PATH, cache_seconds=self.cache_seconds, clock=self.ticks
         )
         self.broker = Broker(
@@ -649,7 +649,7 @@ class SlowIssuer(FakeIssuer):
 
     async def assume_role(
         self,
-        parent: ServiceCredentials,
+        parent: AccessKey,
         *,
         policy: str,
         duration_seconds: int,
@@ -675,9 +675,7 @@ async def test_the_service_key_read_from_the_store_signs_with_the_configured_rol
 ) -> None:
     vended = await rig.vend()
 
-    assert rig.call.parent == ServiceCredentials(
-        SERVICE["access_key_id"], SERVICE["secret_access_key"], 1
-    )
+    assert rig.call.parent == AccessKey(SERVICE["access_key_id"], SERVICE["secret_access_key"], 1)
     assert rig.call.role_arn is None
     assert vended.mode == "normal" and rig.audit.events[-1]["mode"] == "normal"
     assert rig.store.calls == ["read"]
@@ -744,9 +742,7 @@ async def test_a_stale_cached_key_is_re_read_and_the_call_retried_once_with_the_
 
     first, retry = rig.issuer.calls[1:]
     assert first.parent.access_key_id == "AKSERVICE"
-    assert retry.parent == ServiceCredentials(
-        ROTATED["access_key_id"], ROTATED["secret_access_key"], 2
-    )
+    assert retry.parent == AccessKey(ROTATED["access_key_id"], ROTATED["secret_access_key"], 2)
     assert (retry.policy, retry.duration_seconds, retry.session_name, retry.role_arn) == (
         first.policy,
         1000,
@@ -802,7 +798,7 @@ async def test_a_key_that_changed_at_all_is_retried(fresh_id: str, fresh_version
     broker = Broker(
         spaces=SPACES,
         ttl=TTL,
-        credentials=CredentialSource(store, PATH, cache_seconds=0),
+        credentials=ParentKeySource(store, PATH, cache_seconds=0),
         issuer=issuer,
         audit=FakeAudit(),
         metrics=FakeMetrics(),
@@ -858,11 +854,11 @@ async def test_only_the_rejected_version_is_dropped_from_the_cache() -> None:
 class RefreshingIssuer(FakeIssuer):
     """Before refusing, lets "another request" refresh the shared credential cache."""
 
-    credentials: CredentialSource | None = None
+    credentials: ParentKeySource | None = None
 
     async def assume_role(
         self,
-        parent: ServiceCredentials,
+        parent: AccessKey,
         *,
         policy: str,
         duration_seconds: int,
@@ -951,7 +947,7 @@ async def test_the_default_clock_is_aware_utc() -> None:
     broker = Broker(
         spaces=SPACES,
         ttl=TTL,
-        credentials=CredentialSource(store, PATH, cache_seconds=0),
+        credentials=ParentKeySource(store, PATH, cache_seconds=0),
         issuer=FakeIssuer(),
         audit=audit,
         metrics=FakeMetrics(),

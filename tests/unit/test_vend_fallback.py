@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from credbroker.credentials import CredentialSource
 from credbroker.domain import Access, Client, Flavor, SecretVersion, SpaceTarget, TtlLimits
 from credbroker.errors import (
     ObjectStoreRejected,
@@ -15,6 +14,7 @@ from credbroker.errors import (
     SecretStoreUnavailable,
 )
 from credbroker.observability import Metrics
+from credbroker.parent_key import ParentKeySource
 from credbroker.vend import Broker, PresignRequest, VendRequest
 from tests.fakes import DOWN, READ_ROLE, FakeAudit, FakeFallback, FakeIssuer, ScriptedStore
 
@@ -31,7 +31,7 @@ def broker(
     made = Broker(
         spaces={"ENG": SpaceTarget("cb-main", "ENG/")},
         ttl=TtlLimits(900, 900, 3600),
-        credentials=CredentialSource(store, "svc", cache_seconds=0),
+        credentials=ParentKeySource(store, "svc", cache_seconds=0),
         issuer=issuer,
         audit=audit,
         metrics=Metrics(),

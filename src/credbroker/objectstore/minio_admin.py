@@ -39,7 +39,7 @@ from minio.crypto import encrypt
 from minio.error import MinioAdminException
 from minio.minioadmin import _COMMAND
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from credbroker.errors import (
     ConfigError,
     ObjectStoreError,
@@ -51,7 +51,7 @@ from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 log = logging.getLogger("credbroker.objectstore.minio_admin")
 
 _T = TypeVar("_T")
-AdminCredentials = Callable[[], Awaitable[ServiceCredentials]]
+AdminCredentials = Callable[[], Awaitable[AccessKey]]
 
 
 class _NotFound(ObjectStoreRejected):
@@ -170,7 +170,7 @@ class MinioKeyDriver(_MinioAdmin):
             if isinstance(a, dict) and a.get("parentUser") == user and a.get("accessKey")
         )
 
-    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> AccessKey:
         user = self.owner
         if (await self._admin_credentials()).access_key_id != user:
             # The key would land under the requester (no targetUser), where this driver could
@@ -191,7 +191,7 @@ class MinioKeyDriver(_MinioAdmin):
         if key_id not in await self.list_keys():
             await self._call("delete access key", user, lambda a: a.delete_service_account(key_id))
             raise ObjectStoreError(f"minio created access key {key_id}, but not for {user}")
-        return ServiceCredentials(access_key_id=key_id, secret_access_key=secret)
+        return AccessKey(access_key_id=key_id, secret_access_key=secret)
 
     async def delete_key(self, key_id: str) -> None:
         user = self.owner
@@ -277,7 +277,7 @@ class MinioUserPairDriver(_MinioAdmin):
         existing = _json(text, "list users")
         return [u for u in self.users if u in existing]
 
-    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> AccessKey:
         if keep not in self.users:
             raise ConfigError(
                 f"minio-users: the secret store holds key {keep}, which is not a user of the "
@@ -313,7 +313,7 @@ class MinioUserPairDriver(_MinioAdmin):
                 "attach policy", standby, lambda a: a.attach_policy([policy], user=standby)
             )
         log.info("minio-users: %s has a new secret (standby of %s)", standby, keep)
-        return ServiceCredentials(access_key_id=standby, secret_access_key=secret)
+        return AccessKey(access_key_id=standby, secret_access_key=secret)
 
     async def delete_key(self, key_id: str) -> None:
         if key_id not in await self.list_keys():

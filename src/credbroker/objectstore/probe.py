@@ -42,7 +42,7 @@ from botocore.credentials import Credentials
 from defusedxml import ElementTree
 from yarl import URL
 
-from credbroker.domain import Flavor, Scope, ServiceCredentials, TemporaryCredentials
+from credbroker.domain import AccessKey, Flavor, Scope, SessionKey
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
 from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 from credbroker.policy import render_policy, session_policy
@@ -95,7 +95,7 @@ class SignedCallProbe:
 
     async def accepts(
         self,
-        key: ServiceCredentials,
+        key: AccessKey,
         *,
         via: str,
         role_arn: str | None,
@@ -128,7 +128,7 @@ class SignedCallProbe:
         )
 
     async def refuses(
-        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+        self, key: AccessKey, *, via: str = "s3", role_arn: str | None = None
     ) -> bool:
         refused = _UNKNOWN_KEY[self._flavor] | {"SignatureDoesNotMatch"}
         if via == "sts":
@@ -149,7 +149,7 @@ class SignedCallProbe:
             self._session = None
             await asyncio.sleep(0)  # let the connector's transports close
 
-    async def _lists(self, minted: TemporaryCredentials, proof: Scope, *, parent: str) -> None:
+    async def _lists(self, minted: SessionKey, proof: Scope, *, parent: str) -> None:
         """GET /bucket?list-type=2&prefix=P&max-keys=1 with a key `parent` minted: 200 proves
         the parent's own policy lets a vended key do its job."""
         query = urlencode(
@@ -172,7 +172,7 @@ class SignedCallProbe:
                 aws_code=code,
             )
 
-    async def _list_buckets(self, key: ServiceCredentials) -> tuple[int, str]:
+    async def _list_buckets(self, key: AccessKey) -> tuple[int, str]:
         """GET / signed with `key`: (HTTP status, S3 error code or "")."""
         status, code = await self._signed_get(
             self._endpoint + "/", Credentials(key.access_key_id, key.secret_access_key)

@@ -25,7 +25,7 @@ import requests
 from rgwadmin.exceptions import RGWAdminException, ServerDown
 from rgwadmin.rgw import RGWAdmin
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from credbroker.errors import ObjectStoreError, ObjectStoreRejected, ObjectStoreUnavailable
 from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 
@@ -33,7 +33,7 @@ log = logging.getLogger("credbroker.objectstore.rgw_admin")
 
 _T = TypeVar("_T")
 _RGWAdmin: Any = RGWAdmin  # rgwadmin ships py.typed but leaves its methods untyped
-AdminCredentials = Callable[[], Awaitable[ServiceCredentials]]
+AdminCredentials = Callable[[], Awaitable[AccessKey]]
 
 
 class RgwKeyDriver:
@@ -62,7 +62,7 @@ class RgwKeyDriver:
         info = await self._call("list keys", user, lambda admin: admin.get_user(uid=user))
         return sorted(_key_ids(info.get("keys", []) if isinstance(info, dict) else [], user))
 
-    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> AccessKey:
         user = self.owner
         before = set(await self.list_keys())
         keys = await self._call(
@@ -79,7 +79,7 @@ class RgwKeyDriver:
             # Someone else added a key at the same moment, or RGW answered oddly: the run
             # fails and the next one deletes whatever is not in the secret store.
             raise ObjectStoreError(f"rgw create key for {user}: found {len(fresh)} new keys")
-        return ServiceCredentials(
+        return AccessKey(
             access_key_id=str(fresh[0]["access_key"]),
             secret_access_key=str(fresh[0]["secret_key"]),
         )

@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from defusedxml import ElementTree
 
-from credbroker.domain import ServiceCredentials, TemporaryCredentials
+from credbroker.domain import AccessKey, SessionKey
 from credbroker.errors import ObjectStoreRejected, ObjectStoreUnavailable
 from credbroker.objectstore.tls import VERIFIED, TlsPolicy
 
@@ -60,13 +60,13 @@ class StsIssuer:
 
     async def assume_role(
         self,
-        parent: ServiceCredentials,
+        parent: AccessKey,
         *,
         policy: str,
         duration_seconds: int,
         session_name: str,
         role_arn: str | None = None,
-    ) -> TemporaryCredentials:
+    ) -> SessionKey:
         """POST / Action=AssumeRole (AWS STS query API, as MinIO and RGW implement it)."""
         params: dict[str, str | int] = {
             "Action": "AssumeRole",
@@ -105,7 +105,7 @@ class StsIssuer:
 
     def presign(
         self,
-        credentials: TemporaryCredentials,
+        credentials: SessionKey,
         *,
         bucket: str,
         key: str,
@@ -172,13 +172,13 @@ def parse_timestamp(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _parse_assume_role(payload: bytes) -> TemporaryCredentials:
+def _parse_assume_role(payload: bytes) -> SessionKey:
     try:
         root = ElementTree.fromstring(payload)
         access_key, secret_key = _text(root, "AccessKeyId"), _text(root, "SecretAccessKey")
         token, expiration = _text(root, "SessionToken"), _text(root, "Expiration")
         if not (access_key and secret_key and token and expiration):
             raise ValueError("incomplete credentials")
-        return TemporaryCredentials(access_key, secret_key, token, parse_timestamp(expiration))
+        return SessionKey(access_key, secret_key, token, parse_timestamp(expiration))
     except Exception:
         raise ObjectStoreRejected("object store STS answered with an unreadable body") from None

@@ -1,5 +1,5 @@
-"""The rotation use case's model: what is rotated and how (ManagedCredential, RetryPolicy),
-what one run did (Outcome, RunResult), and what status shows (CredentialStatus)."""
+"""The rotation use case's model: what is rotated and how (ManagedKey, RetryPolicy),
+what one run did (Outcome, RunResult), and what status shows (ManagedKeyStatus)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Checkpoint = Callable[[str, RotationPhase], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class ManagedCredential:
+class ManagedKey:
     """One key the broker rotates: where it lives, whose it is, when and how it rotates."""
 
     name: str
@@ -60,7 +60,7 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class CredentialStatus:
+class ManagedKeyStatus:
     """What `credbroker rotation status` and GET /v1/admin/rotations show. Key ids only."""
 
     name: str

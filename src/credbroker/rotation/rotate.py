@@ -55,10 +55,10 @@ from tenacity import (
 )
 
 from credbroker.domain import (
+    AccessKey,
     RotationPhase,
     RotationRecord,
     SecretVersion,
-    ServiceCredentials,
 )
 from credbroker.errors import (
     CasMismatch,
@@ -74,13 +74,13 @@ from credbroker.observability import Metrics
 from credbroker.ports import AuditSink, KeyDriver, KeyProbe, SecretStore, StateStore
 from credbroker.rotation.model import (
     Checkpoint,
-    CredentialStatus,
-    ManagedCredential,
+    ManagedKey,
+    ManagedKeyStatus,
     Outcome,
     RetryPolicy,
     RunResult,
 )
-from credbroker.rotation.status import credential_status
+from credbroker.rotation.status import managed_key_status
 
 log = logging.getLogger("credbroker.rotation")
 
@@ -95,7 +95,7 @@ class Rotator:
     def __init__(
         self,
         *,
-        credentials: Sequence[ManagedCredential],
+        credentials: Sequence[ManagedKey],
         drivers: Mapping[str, KeyDriver],
         store: SecretStore,
         state: StateStore,
@@ -168,13 +168,13 @@ class Rotator:
         except RotationBusy:
             return await self._state.load(name) or RotationRecord(name)
 
-    async def status(self) -> list[CredentialStatus]:
+    async def status(self) -> list[ManagedKeyStatus]:
         """Every managed credential as the state store, the secret store and the object store
         see it right now. A source that cannot answer is named in `problems`."""
         statuses = []
         for spec in self.credentials.values():
             record = await self._state.load(spec.name) or RotationRecord(spec.name)
-            status = await credential_status(
+            status = await managed_key_status(
                 spec, record, store=self._store, driver=self._drivers[spec.name], now=self._clock()
             )
             if status.key_age_seconds is not None and record.current_key_since is not None:
@@ -187,7 +187,7 @@ class Rotator:
         self.credential(name)
         return await self._state.load(name) or RotationRecord(name)
 
-    def credential(self, name: str) -> ManagedCredential:
+    def credential(self, name: str) -> ManagedKey:
         spec = self.credentials.get(name)
         if spec is None:
             raise InvalidRequest(f"no managed credential named {name!r}", code="unknown_credential")
@@ -195,11 +195,11 @@ class Rotator:
 
     # --- one locked run ---------------------------------------------------------------------
 
-    async def _locked_run(self, spec: ManagedCredential, *, force: bool, wait: bool) -> Outcome:
+    async def _locked_run(self, spec: ManagedKey, *, force: bool, wait: bool) -> Outcome:
         record = await self._enrolled(spec)
         if not self._store.writable:
             secret = await self._store.read(spec.secret_path)
-            record = await self._noticed(record, ServiceCredentials.from_secret(secret))
+            record = await self._noticed(record, AccessKey.from_secret(secret))
             return Outcome(record, RunResult.READ_ONLY)
         if not (spec.enabled or force or record.phase.in_progress):
             return Outcome(record, RunResult.DISABLED)
@@ -215,10 +215,10 @@ class Rotator:
         )
 
     async def _advance(
-        self, spec: ManagedCredential, record: RotationRecord, *, force: bool, wait: bool
+        self, spec: ManagedKey, record: RotationRecord, *, force: bool, wait: bool
     ) -> RotationRecord:
         secret = await self._store.read(spec.secret_path)
-        current = ServiceCredentials.from_secret(secret)
+        current = AccessKey.from_secret(secret)
         record = await self._noticed(record, current)
         record = await self._repair(spec, record, secret)
         if not record.phase.in_progress:
@@ -242,9 +242,9 @@ class Rotator:
     # --- repair -----------------------------------------------------------------------------
 
     async def _repair(
-        self, spec: ManagedCredential, record: RotationRecord, secret: SecretVersion
+        self, spec: ManagedKey, record: RotationRecord, secret: SecretVersion
     ) -> RotationRecord:
-        in_store = ServiceCredentials.from_secret(secret).access_key_id
+        in_store = AccessKey.from_secret(secret).access_key_id
         if record.phase is Phase.CREATING:
             log.warning("rotation %s: a run died while creating a key; cleaning up", spec.name)
             await self._delete_strays(spec, keep=in_store)
@@ -279,9 +279,9 @@ class Rotator:
     # --- create, verify, store --------------------------------------------------------------
 
     async def _create_verify_store(
-        self, spec: ManagedCredential, record: RotationRecord, secret: SecretVersion
+        self, spec: ManagedKey, record: RotationRecord, secret: SecretVersion
     ) -> RotationRecord:
-        old = ServiceCredentials.from_secret(secret)
+        old = AccessKey.from_secret(secret)
         driver = self._drivers[spec.name]
         await self._delete_strays(spec, keep=old.access_key_id)  # at most two keys, ever
         now = self._clock()
@@ -348,7 +348,7 @@ class Rotator:
         await self._switch(spec)
         return record
 
-    async def _switch(self, spec: ManagedCredential) -> None:
+    async def _switch(self, spec: ManagedKey) -> None:
         """Tell the broker to drop its cached (old) key now. Best effort: the key is stored,
         and caches expire well within the grace period anyway."""
         if self._on_switch is None:
@@ -358,14 +358,14 @@ class Rotator:
         except Exception as exc:
             log.warning("rotation %s: switch notice failed (%s)", spec.name, type(exc).__name__)
 
-    async def _until_accepted(self, spec: ManagedCredential, key: ServiceCredentials) -> None:
+    async def _until_accepted(self, spec: ManagedKey, key: AccessKey) -> None:
         async for attempt in self._retrying((ObjectStoreRejected, ObjectStoreUnavailable)):
             with attempt:
                 await self._probe.accepts(
                     key, via=spec.verify_via, role_arn=spec.role_arn, proof=spec.proof
                 )
 
-    async def _discard_new(self, spec: ManagedCredential, record: RotationRecord) -> None:
+    async def _discard_new(self, spec: ManagedKey, record: RotationRecord) -> None:
         """Delete a new key that will never be used; if that fails too, the next run does."""
         assert record.new_key_id is not None
         try:
@@ -382,8 +382,8 @@ class Rotator:
 
     # --- delete the old key, prove it is refused --------------------------------------------
 
-    async def _delete_old(self, spec: ManagedCredential, record: RotationRecord) -> RotationRecord:
-        in_store = ServiceCredentials.from_secret(await self._store.read(spec.secret_path))
+    async def _delete_old(self, spec: ManagedKey, record: RotationRecord) -> RotationRecord:
+        in_store = AccessKey.from_secret(await self._store.read(spec.secret_path))
         if in_store.access_key_id == record.old_key_id:
             raise RotationFailed(
                 f"the secret at {spec.secret_path} holds the old key {record.old_key_id} again; "
@@ -399,9 +399,7 @@ class Rotator:
         await self._delete_strays(spec, keep=in_store.access_key_id, retiring=record.old_key_id)
         return await self._save(replace(record, phase=Phase.OLD_DELETED, next_due_at=self._clock()))
 
-    async def _prove_old_refused(
-        self, spec: ManagedCredential, record: RotationRecord
-    ) -> RotationRecord:
+    async def _prove_old_refused(self, spec: ManagedKey, record: RotationRecord) -> RotationRecord:
         driver = self._drivers[spec.name]
         assert record.old_key_id is not None
         await driver.delete_key(record.old_key_id)  # idempotent: a resumed run
@@ -451,9 +449,7 @@ class Rotator:
         )
         return record
 
-    async def _old_key(
-        self, spec: ManagedCredential, record: RotationRecord
-    ) -> ServiceCredentials | None:
+    async def _old_key(self, spec: ManagedKey, record: RotationRecord) -> AccessKey | None:
         """The old key with its secret, from the version the rotation replaced (the secret is
         needed to sign the call that must be refused). None if the store cannot give it."""
         if record.old_version is None:
@@ -469,13 +465,13 @@ class Rotator:
                 spec.secret_path,
             )
             return None
-        old = ServiceCredentials.from_secret(secret)
+        old = AccessKey.from_secret(secret)
         return old if old.access_key_id == record.old_key_id else None
 
     # --- keys the store does not hold --------------------------------------------------------
 
     async def _delete_strays(
-        self, spec: ManagedCredential, *, keep: str, retiring: str | None = None
+        self, spec: ManagedKey, *, keep: str, retiring: str | None = None
     ) -> list[str]:
         """Delete every key of the user but `keep` (the store's), after checking that `keep`
         is one of them. `retiring` names the one deletion that is expected."""
@@ -501,7 +497,7 @@ class Rotator:
 
     # --- bookkeeping --------------------------------------------------------------------------
 
-    async def _enrolled(self, spec: ManagedCredential) -> RotationRecord:
+    async def _enrolled(self, spec: ManagedKey) -> RotationRecord:
         record = await self._state.load(spec.name)
         fingerprint = spec.schedule.fingerprint
         if record is not None and record.schedule_fingerprint == fingerprint:
@@ -525,7 +521,7 @@ class Rotator:
             )
         return await self._save(replace(record, schedule_fingerprint=fingerprint))
 
-    async def _noticed(self, record: RotationRecord, current: ServiceCredentials) -> RotationRecord:
+    async def _noticed(self, record: RotationRecord, current: AccessKey) -> RotationRecord:
         if record.current_key_id == current.access_key_id:
             return record
         if record.current_key_id is not None:
@@ -539,7 +535,7 @@ class Rotator:
             replace(record, current_key_id=current.access_key_id, current_key_since=self._clock())
         )
 
-    async def _failed(self, spec: ManagedCredential, exc: Exception) -> RotationRecord:
+    async def _failed(self, spec: ManagedKey, exc: Exception) -> RotationRecord:
         record = self._latest.get(spec.name) or RotationRecord(spec.name)
         attempts = record.attempts + 1
         delay = self._retry.delay(attempts)

@@ -9,17 +9,17 @@ from datetime import datetime
 from credbroker.domain import RotationRecord
 from credbroker.errors import CredbrokerError
 from credbroker.ports import KeyDriver, SecretStore
-from credbroker.rotation.model import CredentialStatus, ManagedCredential
+from credbroker.rotation.model import ManagedKey, ManagedKeyStatus
 
 
-async def credential_status(
-    spec: ManagedCredential,
+async def managed_key_status(
+    spec: ManagedKey,
     record: RotationRecord,
     *,
     store: SecretStore,
     driver: KeyDriver,
     now: datetime,
-) -> CredentialStatus:
+) -> ManagedKeyStatus:
     problems: list[str] = []
     current: str | None = None
     try:
@@ -39,7 +39,7 @@ async def credential_status(
         age = (now - record.current_key_since).total_seconds()
     if keys is not None and current is not None and current not in keys:
         problems.append(f"key {current} in the store is not a key of {spec.user}")
-    return CredentialStatus(
+    return ManagedKeyStatus(
         name=spec.name,
         secret_path=spec.secret_path,
         user=spec.user,

@@ -1,4 +1,4 @@
-"""The rotation use case, every branch, on an in-memory object store (tests/doubles/keys.py),
+"""The rotation use case, every branch, on an in-memory object store (tests/fake_object_store.py),
 a real SQLite state store, a real embedded secret store and an injected clock.
 
 The same protocol runs against the real Ceph RGW in tests/integration/test_rotation_rgw.py.
@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from credbroker.domain import Access, RotationPhase, Scope, SecretVersion, ServiceCredentials
+from credbroker.domain import Access, AccessKey, RotationPhase, Scope, SecretVersion
 from credbroker.errors import CasMismatch, RotationBusy, SecretStoreUnavailable
 from credbroker.observability import Metrics
-from credbroker.rotation.model import ManagedCredential, RetryPolicy
+from credbroker.rotation.model import ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.schedule import Schedule
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.state.sqlite import SqliteStateStore
-from tests.doubles.keys import FakeObjectStore
+from tests.fake_object_store import FakeObjectStore
 from tests.fakes import T0, Clock, FakeAudit, SimulatedKill
 
 PATH = "credbroker/object-store/service"
@@ -43,14 +43,14 @@ class World:
     store: EmbeddedSecretStore | None = None
     seal_key: bytes = field(default_factory=lambda: os.urandom(32))
     state: SqliteStateStore | None = None
-    original: ServiceCredentials | None = None
+    original: AccessKey | None = None
     switched: list[str] = field(default_factory=list)
 
     def rotator(self, **overrides: Any) -> Rotator:
         assert self.store is not None and self.state is not None
         spec = overrides.pop(
             "spec",
-            ManagedCredential(
+            ManagedKey(
                 name="service",
                 secret_path=PATH,
                 user=USER,
@@ -79,9 +79,9 @@ class World:
         options.update(overrides)
         return Rotator(**options)
 
-    async def in_store(self) -> ServiceCredentials:
+    async def in_store(self) -> AccessKey:
         assert self.store is not None
-        return ServiceCredentials.from_secret(await self.store.read(PATH))
+        return AccessKey.from_secret(await self.store.read(PATH))
 
     def count(self, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -202,7 +202,7 @@ async def test_restart_neither_repeats_nor_skips(world: World) -> None:
 
 async def test_a_changed_schedule_takes_effect(world: World) -> None:
     await force_done(world)
-    weekly = ManagedCredential(
+    weekly = ManagedKey(
         name="service",
         secret_path=PATH,
         user=USER,
@@ -260,7 +260,7 @@ async def test_a_new_key_whose_minted_keys_can_do_nothing_is_never_stored(world:
     nothing. With a proof scope, the new key must mint a key that lists it."""
     assert world.original is not None
     proof = Scope("exports", "ENG/", Access.READ)
-    spec = ManagedCredential(
+    spec = ManagedKey(
         name="service",
         secret_path=PATH,
         user=USER,
@@ -381,7 +381,7 @@ async def test_a_held_lock_skips_the_run(world: World) -> None:
 
 
 async def test_a_disabled_credential_is_not_scheduled_but_can_be_forced(world: World) -> None:
-    spec = ManagedCredential(
+    spec = ManagedKey(
         "service", PATH, USER, Schedule(interval_seconds=60), grace_seconds=10, enabled=False
     )
     world.clock.advance(DAY)
@@ -443,7 +443,7 @@ async def test_a_kill_while_creating_leaves_no_orphan(world: World) -> None:
         def __init__(self) -> None:
             self.inner = world.objects.driver_for(USER)
 
-        async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+        async def create_key(self, *, keep: str | None = None) -> AccessKey:
             await self.inner.create_key(keep=keep)
             raise SimulatedKill()
 

@@ -14,13 +14,13 @@ import pytest
 
 from credbroker.domain import RotationPhase
 from credbroker.observability import Metrics
-from credbroker.rotation.model import ManagedCredential, RetryPolicy
+from credbroker.rotation.model import ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.schedule import Schedule
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.state.sqlite import SqliteStateStore
-from tests.doubles.keys import FakeObjectStore
+from tests.fake_object_store import FakeObjectStore
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PATH = "credbroker/object-store/service"
@@ -83,7 +83,7 @@ async def setup(
     if not await store.versions(PATH):
         await store.write(PATH, objects.add_key("broker").as_secret_data(), cas=0)
     state = await SqliteStateStore.open(tmp_path / "state.sqlite3")
-    credential = ManagedCredential(
+    credential = ManagedKey(
         name="service",
         secret_path=PATH,
         user="broker",

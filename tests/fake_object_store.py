@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from credbroker.domain import Scope, ServiceCredentials
+from credbroker.domain import AccessKey, Scope
 from credbroker.errors import ObjectStoreRejected
 
 _ALPHABET = string.ascii_uppercase + string.digits
@@ -33,15 +33,15 @@ class FakeObjectStore:
     _pending: dict[str, int] = field(default_factory=dict)  # key id -> probes until it settles
     _deleted: dict[str, str] = field(default_factory=dict)  # key id -> secret, still accepted
 
-    def add_key(self, user: str) -> ServiceCredentials:
-        key = ServiceCredentials(_new_id(), secrets.token_urlsafe(30))
+    def add_key(self, user: str) -> AccessKey:
+        key = AccessKey(_new_id(), secrets.token_urlsafe(30))
         self.keys[user][key.access_key_id] = key.secret_access_key
         return key
 
     def user_keys(self, user: str) -> list[str]:
         return sorted(self.keys[user])
 
-    def works(self, key: ServiceCredentials) -> bool:
+    def works(self, key: AccessKey) -> bool:
         return any(
             keys.get(key.access_key_id) == key.secret_access_key for keys in self.keys.values()
         )
@@ -71,7 +71,7 @@ class FakeDriver:
         self.world._check("list")
         return self.world.user_keys(self.owner)
 
-    async def create_key(self, *, keep: str | None = None) -> ServiceCredentials:
+    async def create_key(self, *, keep: str | None = None) -> AccessKey:
         self.world._check("create")
         key = self.world.add_key(self.owner)
         self.world._pending[key.access_key_id] = self.world.settle
@@ -94,7 +94,7 @@ class FakeProbe:
 
     async def accepts(
         self,
-        key: ServiceCredentials,
+        key: AccessKey,
         *,
         via: str,
         role_arn: str | None,
@@ -110,7 +110,7 @@ class FakeProbe:
             raise ObjectStoreRejected("AccessDenied", aws_code="AccessDenied")
 
     async def refuses(
-        self, key: ServiceCredentials, *, via: str = "s3", role_arn: str | None = None
+        self, key: AccessKey, *, via: str = "s3", role_arn: str | None = None
     ) -> bool:
         self.world._check("refuses")
         if key.access_key_id in self.world._deleted and self._unsettled(key.access_key_id):

@@ -1,4 +1,5 @@
-"""Service credentials, read from the secret store at call time.
+"""The parent key (the service's access key the broker signs STS calls with), read from the
+secret store at call time.
 
 A short cache (may be 0) keeps a burst of requests from becoming a burst of vault reads;
 concurrent misses share one read. The cache is dropped when rotation writes a new version,
@@ -11,11 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from credbroker.domain import ServiceCredentials
+from credbroker.domain import AccessKey
 from credbroker.ports import SecretStore
 
 
-class CredentialSource:
+class ParentKeySource:
+    """The current parent key from `path` in the secret store, through a short cache."""
+
     def __init__(
         self,
         store: SecretStore,
@@ -28,11 +31,11 @@ class CredentialSource:
         self.path = path
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._cached: ServiceCredentials | None = None
+        self._cached: AccessKey | None = None
         self._fetched_at = 0.0
-        self._inflight: asyncio.Future[ServiceCredentials] | None = None
+        self._inflight: asyncio.Future[AccessKey] | None = None
 
-    async def current(self) -> ServiceCredentials:
+    async def current(self) -> AccessKey:
         cached = self._cached
         if cached is not None and self._clock() - self._fetched_at < self._cache_seconds:
             return cached
@@ -42,14 +45,14 @@ class CredentialSource:
         # shield: one cancelled caller must not cancel the read the others are waiting for.
         return await asyncio.shield(self._inflight)
 
-    def _clear_inflight(self, future: asyncio.Future[ServiceCredentials]) -> None:
+    def _clear_inflight(self, future: asyncio.Future[AccessKey]) -> None:
         if self._inflight is future:
             self._inflight = None
         if not future.cancelled():
             future.exception()  # mark retrieved: failures reach callers, not the loop's log
 
-    async def _fetch(self) -> ServiceCredentials:
-        credentials = ServiceCredentials.from_secret(await self.store.read(self.path))
+    async def _fetch(self) -> AccessKey:
+        credentials = AccessKey.from_secret(await self.store.read(self.path))
         self._cached, self._fetched_at = credentials, self._clock()
         return credentials
 
