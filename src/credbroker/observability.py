@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 
@@ -78,3 +81,18 @@ class Metrics:
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.set(1 if degraded else 0)
+
+    # --- ports.RotationMetrics ----------------------------------------------------------------
+
+    def watch_key_age(self, credential: str, age: Callable[[], float]) -> None:
+        self.rotation_key_age.labels(credential).set_function(age)
+
+    def count_run(self, credential: str, result: str) -> None:
+        self.rotations.labels(credential, result).inc()
+
+    def rotation_succeeded(self, credential: str, at: datetime) -> None:
+        self.rotation_last_success.labels(credential).set(at.timestamp())
+        self.rotation_failures.labels(credential).set(0)
+
+    def set_consecutive_failures(self, credential: str, failures: int) -> None:
+        self.rotation_failures.labels(credential).set(failures)

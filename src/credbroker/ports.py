@@ -7,8 +7,9 @@ imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 from credbroker.domain import (
@@ -92,6 +93,22 @@ class BrokerMetrics(Protocol):
     def set_degraded(self, degraded: bool) -> None:
         """Reads are (True) or are no longer (False) served by the read-only fallback."""
         ...
+
+
+class RotationMetrics(Protocol):
+    """What the rotation use case reports (observability.Metrics)."""
+
+    def watch_key_age(self, credential: str, age: Callable[[], float]) -> None:
+        """Report the key's age in seconds by calling `age` at each scrape."""
+        ...
+
+    def count_run(self, credential: str, result: str) -> None: ...
+
+    def rotation_succeeded(self, credential: str, at: datetime) -> None:
+        """A rotation completed at `at`: the failure streak is over."""
+        ...
+
+    def set_consecutive_failures(self, credential: str, failures: int) -> None: ...
 
 
 class Issuer(Protocol):

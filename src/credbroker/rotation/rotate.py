@@ -70,8 +70,14 @@ from credbroker.errors import (
     RotationFailed,
     SecretNotFound,
 )
-from credbroker.observability import Metrics
-from credbroker.ports import AuditSink, KeyDriver, KeyProbe, SecretStore, StateStore
+from credbroker.ports import (
+    AuditSink,
+    KeyDriver,
+    KeyProbe,
+    RotationMetrics,
+    SecretStore,
+    StateStore,
+)
 from credbroker.rotation.model import (
     Checkpoint,
     ManagedKey,
@@ -100,7 +106,7 @@ class Rotator:
         store: SecretStore,
         state: StateStore,
         probe: KeyProbe,
-        metrics: Metrics,
+        metrics: RotationMetrics,
         audit: AuditSink | None = None,
         retry: RetryPolicy = RetryPolicy(),
         verify_timeout_seconds: float = 120.0,
@@ -126,7 +132,7 @@ class Rotator:
         self._key_since: dict[str, datetime | None] = {}  # for the key-age gauge
         self._listeners: list[Callable[[RotationRecord], None]] = []
         for name in self.credentials:
-            metrics.rotation_key_age.labels(name).set_function(self._age_of(name))
+            metrics.watch_key_age(name, self._age_of(name))
 
     @property
     def writable(self) -> bool:
@@ -143,9 +149,9 @@ class Rotator:
             async with self._state.lock(name):
                 outcome = await self._locked_run(spec, force=force, wait=wait)
         except RotationBusy:
-            self._metrics.rotations.labels(name, RunResult.BUSY.value).inc()
+            self._metrics.count_run(name, RunResult.BUSY)
             raise
-        self._metrics.rotations.labels(name, outcome.result).inc()
+        self._metrics.count_run(name, outcome.result)
         for listener in self._listeners:
             listener(outcome.record)
         return outcome
@@ -439,8 +445,7 @@ class Rotator:
                 next_due_at=self.credential(spec.name).schedule.next_after(now),
             )
         )
-        self._metrics.rotation_last_success.labels(spec.name).set(now.timestamp())
-        self._metrics.rotation_failures.labels(spec.name).set(0)
+        self._metrics.rotation_succeeded(spec.name, now)
         log.info(
             "rotation %s: done; key %s in service, old key %s refused by the object store",
             spec.name,
@@ -554,7 +559,7 @@ class Rotator:
             record = await self._save(record)
         except CredbrokerError as save_error:
             log.error("rotation %s: cannot record the failure: %s", spec.name, save_error.message)
-        self._metrics.rotation_failures.labels(spec.name).set(attempts)
+        self._metrics.set_consecutive_failures(spec.name, attempts)
         log.error(
             "rotation %s failed (attempt %d, phase %s): %s; key %s stays in service; retry in %g s",
             spec.name,
