@@ -409,6 +409,11 @@ class Settings(_Model):
                 raise ValueError(
                     f"client {client.id}: max_ttl_seconds exceeds object_store.ttl.max_seconds"
                 )
+            if client.max_ttl_seconds < self.object_store.ttl.min_seconds:
+                # No key lives shorter than the store's minimum: the client would get longer.
+                raise ValueError(
+                    f"client {client.id}: max_ttl_seconds is below object_store.ttl.min_seconds"
+                )
         return self
 
     @model_validator(mode="after")

@@ -240,7 +240,7 @@ def worst_case_policy_chars(bucket: str, space_prefix: str, flavor: Flavor) -> i
     capped as the policy spells it (session_policy), so a key of plain letters is the worst."""
     base = normalize_prefix(space_prefix, what="space_prefix")
     room = MAX_PREFIX_CHARS - len(base)
-    if room < 2 or MAX_KEY_CHARS - len(base) < 1:
+    if room < 2:  # (the key cap, 700, always leaves room after a prefix of at most 400)
         raise InvalidRequest(
             f"space prefix leaves no room under the {MAX_PREFIX_CHARS}-character prefix limit",
             code="invalid_space_prefix",

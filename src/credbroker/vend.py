@@ -41,7 +41,6 @@ from credbroker.policy import (
     narrow_prefix,
     render_policy,
     session_policy,
-    validate_object_key,
     validate_space_key,
 )
 from credbroker.ports import AuditSink, BrokerMetrics, Issuer, ReadOnlyKeys
@@ -133,9 +132,8 @@ class Broker:
         self._clock = clock
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
-        scope = await self._authorize(client, request.space, request.access, request.prefix)
+        scope, policy = await self._authorize(client, request.space, request.access, request.prefix)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
-        policy = render_policy(session_policy(scope, flavor=self._flavor), flavor=self._flavor)
         lease_id = _new_lease_id()
         credentials, mode = await self._issue(client, scope, policy, ttl, lease_id)
         await self._record(
@@ -166,14 +164,13 @@ class Broker:
         if method not in ("GET", "PUT"):
             raise InvalidRequest("method must be GET or PUT", code="invalid_method")
         access = Access.WRITE if method == "PUT" else Access.READ
-        scope = await self._authorize(client, request.space, access, None)
-        key = validate_object_key(request.key)
-        expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
         # The URL is signed by a temporary key that can reach this one object only, so a
         # leaked or tampered link is worth nothing more, and rotation never breaks it.
-        policy = render_policy(
-            session_policy(scope, flavor=self._flavor, object_key=key), flavor=self._flavor
+        scope, policy = await self._authorize(
+            client, request.space, access, None, object_key=request.key
         )
+        key = request.key  # validated by the policy builder, never changed
+        expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
         # The signing key gets a minute more than the link, within the store's limits.
         sts_ttl = min(self._ttl.max_seconds, max(self._ttl.min_seconds, expires_in + 60))
@@ -219,8 +216,16 @@ class Broker:
     # --- steps --------------------------------------------------------------------------------
 
     async def _authorize(
-        self, client: Client, space: str, access: Access, prefix: str | None
-    ) -> Scope:
+        self,
+        client: Client,
+        space: str,
+        access: Access,
+        prefix: str | None,
+        *,
+        object_key: str | None = None,
+    ) -> tuple[Scope, str]:
+        """The scope the client may have and its rendered session policy. Every refusal on the
+        way (space, access, a hostile prefix or key, a policy too large) is audited."""
         try:
             target = self._spaces.get(validate_space_key(space))
             # One answer for "unknown" and "not yours": a client learns nothing of other spaces.
@@ -232,7 +237,13 @@ class Broker:
                 raise NotAllowed(
                     f"client {client.id} may not have {access.value} access", code="access_denied"
                 )
-            prefix = narrow_prefix(target.prefix, prefix)
+            scope = Scope(
+                bucket=target.bucket, prefix=narrow_prefix(target.prefix, prefix), access=access
+            )
+            policy = render_policy(
+                session_policy(scope, flavor=self._flavor, object_key=object_key),
+                flavor=self._flavor,
+            )
         except (NotAllowed, InvalidRequest) as exc:
             # Refusals are audited too: who asked for what, and why it was refused.
             await self._audit.record(
@@ -246,7 +257,7 @@ class Broker:
                 }
             )
             raise
-        return Scope(bucket=target.bucket, prefix=prefix, access=access)
+        return scope, policy
 
     def _clamp_ttl(self, client: Client, requested: int | None) -> int:
         wanted = self._ttl.default_seconds if requested is None else requested

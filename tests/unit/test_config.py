@@ -80,6 +80,15 @@ def test_valid_config_loads_and_resolves_paths_next_to_the_file(tmp_path: Path) 
             "min_seconds",
         ),
         (
+            (
+                "  role_arn: arn:aws:iam:::role/credbroker-vend\n",
+                "  role_arn: x\n  ttl: {min_seconds: 7200, default_seconds: 7200,"
+                " max_seconds: 7200}\n",
+            ),
+            "(top level)",
+            "max_ttl_seconds is below object_store.ttl.min_seconds",
+        ),
+        (
             ("ENG: {bucket: confluence-exports, prefix: ENG/}", "ENG: {bucket: b, prefx: ENG/}"),
             "spaces.ENG.prefx",
             "Unexpected",

@@ -196,6 +196,38 @@ async def test_a_malformed_space_key_is_invalid_and_audited_without_it(
     ]
 
 
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        # each prefix segment is fine; together with the space's they pass the 400 cap
+        ({"prefix": "/".join(["p" * 60] * 6) + "/" + "p" * 30}, "invalid_prefix"),
+        ({"presign": "a\u202ereversed.txt"}, "invalid_key"),
+        ({"presign": "k" * 700}, "invalid_key"),
+    ],
+)
+async def test_every_refusal_on_the_way_to_the_policy_is_audited(
+    rig: Rig, call: dict[str, str], code: str
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        if "presign" in call:
+            await rig.presign(key=call["presign"])
+        else:
+            await rig.vend(prefix=call["prefix"])
+
+    assert refused.value.code == code
+    assert rig.issuer.calls == []
+    assert rig.audit.events == [
+        {
+            "ts": T0.isoformat(),
+            "event": "denied",
+            "client": "writer",
+            "space": None,
+            "access": "write" if "prefix" in call else "read",
+            "code": code,
+        }
+    ]
+
+
 async def test_personal_space_keys_are_valid_and_then_need_the_grant(rig: Rig) -> None:
     with pytest.raises(NotAllowed) as refused:
         await rig.vend(space="~jdoe")
