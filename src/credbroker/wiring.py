@@ -241,7 +241,7 @@ def build_key_driver(settings: Settings, config: ManagedKeyConfig, store: Secret
 
         return MinioKeyDriver(
             endpoint=endpoint,
-            user=str(config.driver.user),
+            owner=str(config.driver.user),
             admin_credentials=admin_credentials,
             region=object_store.region,
             tls=tls,

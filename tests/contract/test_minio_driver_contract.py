@@ -50,7 +50,7 @@ class Subject:
 
         return MinioKeyDriver(
             endpoint=self.endpoint,
-            user=(user or self.user).access_key_id,
+            owner=(user or self.user).access_key_id,
             admin_credentials=admin_credentials,
             region=self.region,
             timeout_seconds=5,

@@ -60,7 +60,7 @@ async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path)
             return owner
 
         first = await MinioKeyDriver(
-            endpoint=minio.endpoint, user=USER, admin_credentials=owner_keys
+            endpoint=minio.endpoint, owner=USER, admin_credentials=owner_keys
         ).create_key()
         try:
             await store.write(PATH, first.as_secret_data(), cas=0)

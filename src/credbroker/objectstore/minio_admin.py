@@ -66,11 +66,13 @@ class _MinioAdmin:
         self,
         *,
         endpoint: str,
+        owner: str,
         admin_credentials: AdminCredentials,
         region: str = "",
         tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 10.0,
     ) -> None:
+        self.owner = owner  # KeyDriver.owner: the user, or the pair as "a+b"
         parts = urlsplit(endpoint)
         self._server = parts.netloc
         self._secure = parts.scheme == "https"
@@ -140,25 +142,6 @@ def _undecryptable(action: str, user: str, exc: ValueError) -> ObjectStoreError:
 class MinioKeyDriver(_MinioAdmin):
     kind = "minio"
     fixed_keys = False
-
-    def __init__(
-        self,
-        *,
-        endpoint: str,
-        user: str,
-        admin_credentials: AdminCredentials,
-        region: str = "",
-        tls: TlsPolicy = VERIFIED,
-        timeout_seconds: float = 10.0,
-    ) -> None:
-        super().__init__(
-            endpoint=endpoint,
-            admin_credentials=admin_credentials,
-            region=region,
-            tls=tls,
-            timeout_seconds=timeout_seconds,
-        )
-        self.owner = user
 
     async def list_keys(self) -> list[str]:
         user = self.owner
@@ -242,7 +225,8 @@ class MinioUserPairDriver(_MinioAdmin):
       tokens are signed with the deployment's token signing key (getTokenSigningKey, the root
       secret), not the parent's secret. So keys vended before a rotation work until they
       expire, while AssumeRole signed with the old secret fails with SignatureDoesNotMatch.
-    Note that add-user also sets status enabled, so a scramble re-enables a disabled user.
+    A scramble sends the user's current status, so a user an operator disabled stays disabled,
+    and a rotation refuses to enable a disabled standby (runbooks/03-revoke-a-client.md).
     """
 
     kind = "minio-users"
@@ -261,6 +245,7 @@ class MinioUserPairDriver(_MinioAdmin):
     ) -> None:
         super().__init__(
             endpoint=endpoint,
+            owner=pair_label(users),
             admin_credentials=admin_credentials,
             region=region,
             tls=tls,
@@ -269,7 +254,6 @@ class MinioUserPairDriver(_MinioAdmin):
         if len(set(users)) != 2:
             raise ConfigError("minio-users: exactly two different users")
         self.users = tuple(sorted(users))
-        self.owner = pair_label(users)
         self._policy = policy
 
     async def list_keys(self) -> list[str]:
