@@ -39,7 +39,7 @@ def test_valid_config_loads_and_resolves_paths_next_to_the_file(tmp_path: Path) 
     settings = load_settings(write(tmp_path, VALID))
     assert settings.spaces["ENG"].prefix == "ENG/"
     assert settings.secret_store.kind == "embedded"
-    assert settings.secret_store.path == tmp_path / "state/secrets.sealed"  # type: ignore[union-attr]
+    assert settings.secret_store.path == tmp_path / "state/secrets.sealed"
     assert settings.clients[0].to_client().max_access.value == "write"
 
 

@@ -458,9 +458,9 @@ async def test_a_kill_while_creating_leaves_no_orphan(world: World) -> None:
 
     assert outcome.result == "waiting_grace"
     in_store = await world.in_store()
-    assert sorted(world.objects.user_keys(USER)) == sorted(
-        [in_store.access_key_id, outcome.record.old_key_id]
-    )
+    old_key_id = outcome.record.old_key_id
+    assert old_key_id is not None  # waiting_grace: the old key is kept until the grace ends
+    assert sorted(world.objects.user_keys(USER)) == sorted([in_store.access_key_id, old_key_id])
 
 
 # --- read-only stores, status, no secrets ----------------------------------------------------
