@@ -21,7 +21,7 @@ import urllib3
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from credbroker.domain import AccessKey
+from credbroker.domain import AccessKey, Flavor
 from credbroker.errors import ConfigError, ObjectStoreRejected
 from credbroker.objectstore.minio_admin import MinioKeyDriver
 from credbroker.objectstore.probe import SignedCallProbe
@@ -58,7 +58,7 @@ class Subject:
 
     def probe(self) -> SignedCallProbe:
         return SignedCallProbe(
-            issuer=_NoSts(), endpoint=self.endpoint, region=self.region, flavor="minio"
+            issuer=_NoSts(), endpoint=self.endpoint, region=self.region, flavor=Flavor.MINIO
         )
 
 

@@ -17,7 +17,7 @@ import pytest
 from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
-from credbroker.domain import AccessKey
+from credbroker.domain import AccessKey, Flavor
 from credbroker.errors import ConfigError, ObjectStoreError, ObjectStoreRejected
 from credbroker.objectstore.minio_admin import MinioUserPairDriver
 from credbroker.objectstore.probe import SignedCallProbe
@@ -125,7 +125,7 @@ async def test_delete_scrambles_so_the_old_secret_is_refused(pair: Pair) -> None
         issuer=issuer,
         endpoint=pair.endpoint,
         region=pair.region,
-        flavor="minio",
+        flavor=Flavor.MINIO,
     )
     try:
         await driver.delete_key(pair.first.access_key_id)

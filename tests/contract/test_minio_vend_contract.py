@@ -27,6 +27,7 @@ import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from yarl import URL
 
 from credbroker.domain import Access, Client, Flavor, SpaceTarget, TtlLimits
 from credbroker.errors import InvalidRequest, KeyOutlivesRequest
@@ -273,12 +274,12 @@ async def test_presigned_put_then_get_work_for_that_object_only(minio: Minio) ->
         CLIENT, PresignRequest(space="ENG", key=key, method="GET", ttl_seconds=300)
     )
     async with aiohttp.ClientSession() as http:
-        async with http.put(aiohttp.client.URL(put.url, encoded=True), data=b"via url") as r:
+        async with http.put(URL(put.url, encoded=True), data=b"via url") as r:
             assert r.status == 200, await r.text()
-        async with http.get(aiohttp.client.URL(get.url, encoded=True)) as r:
+        async with http.get(URL(get.url, encoded=True)) as r:
             assert r.status == 200 and await r.read() == b"via url"
         other = get.url.replace("/ENG/uploads/", "/ENG/elsewhere/", 1)
-        async with http.get(aiohttp.client.URL(other, encoded=True)) as r:
+        async with http.get(URL(other, encoded=True)) as r:
             assert r.status == 403
 
 
