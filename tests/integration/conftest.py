@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +167,7 @@ async def start_broker(
     admin_clients: Sequence[str] = (),
     seed: Mapping[str, Mapping[str, str]] | None = None,
     **overrides: Any,
-) -> AsyncIterator[Harness]:
+) -> AsyncGenerator[Harness, None]:
     """`admin_clients`: extra clients with admin: true (space ENG), tokens in Harness.tokens.
     `seed`: secrets written to the store after the defaults, before the broker starts."""
     tokens, hashes = {}, {}

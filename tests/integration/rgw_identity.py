@@ -19,10 +19,12 @@ from rgwadmin.rgw import RGWAdmin
 from credbroker.domain import AccessKey
 from support.rgw_server import RgwServer, botocore_client
 
+_RGWAdmin: Any = RGWAdmin  # rgwadmin ships py.typed but leaves its methods untyped
+
 
 def rgw_admin(rgw: RgwServer) -> Any:
     """An RGWAdmin without a pooled session: each call opens and closes its own."""
-    return RGWAdmin(
+    return _RGWAdmin(
         access_key=rgw.admin_access_key,
         secret_key=rgw.admin_secret_key,
         server=rgw.endpoint.split("://", 1)[1],

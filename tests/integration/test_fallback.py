@@ -14,7 +14,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,7 +71,7 @@ def fallback_config(rgw: RgwServer, state: Path, **options: Any) -> dict[str, An
 
 def start(
     rgw: RgwServer, state: Path, vault: VaultDouble, **fallback: Any
-) -> AsyncIterator[Harness]:
+) -> AsyncGenerator[Harness, None]:
     """start_broker on the Vault double, with the resilience and fallback settings above."""
     return start_broker(
         rgw,
@@ -363,8 +363,7 @@ async def test_the_read_only_key_cannot_write_even_under_a_write_policy(
     own role (reads only) stops it. The same sabotage with the service key does write."""
     import credbroker.vend as vend_module
     from credbroker.domain import Access, Scope
-
-    real = vend_module.session_policy
+    from credbroker.policy import session_policy as real  # the function vend.py imported
 
     def write_policy(scope: Scope, **kw: Any) -> dict[str, Any]:
         return real(Scope(scope.bucket, scope.prefix, Access.WRITE), **kw)

@@ -74,7 +74,8 @@ async def _run_load(harness: Harness, old_key: str) -> None:
         assert response.status == 200, body
         return dict(body)
 
-    *_, forced = await asyncio.gather(*(vend(i) for i in range(REQUESTS)), rotate())
+    # Two arguments: gather types each result, so `forced` is rotate()'s dict, never a vend's None.
+    _, forced = await asyncio.gather(asyncio.gather(*(vend(i) for i in range(REQUESTS))), rotate())
     assert forced["result"] == "waiting_grace"
     assert forced["oldKeyId"] == old_key
 

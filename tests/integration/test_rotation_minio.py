@@ -13,7 +13,7 @@ from pathlib import Path
 
 from credbroker import wiring
 from credbroker.config import Settings
-from credbroker.domain import AccessKey, RotationPhase
+from credbroker.domain import AccessKey, Flavor, RotationPhase
 from credbroker.objectstore.minio_admin import MinioKeyDriver
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -52,7 +52,7 @@ async def test_a_minio_access_key_rotates_through_vault_with_cas(tmp_path: Path)
         store = VaultKV2Store(vault.url, token="rotation-token")
         issuer = StsIssuer(endpoint=minio.endpoint, region=minio.region, role_arn=None)
         probe = SignedCallProbe(
-            issuer=issuer, endpoint=minio.endpoint, region=minio.region, flavor="minio"
+            issuer=issuer, endpoint=minio.endpoint, region=minio.region, flavor=Flavor.MINIO
         )
         owner = AccessKey(USER, password)
 
