@@ -210,23 +210,29 @@ def session_policy(
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def policy_size(policy: dict[str, Any], flavor: Flavor) -> int:
-    """The policy's size as `flavor` counts it against MAX_POLICY_CHARS (see encoded_size)."""
-    if flavor is Flavor.MINIO:
-        return _go_json_size(json.dumps(policy, separators=(",", ":"), ensure_ascii=False))
-    return len(_compact(policy))
+def policy_size(policy: dict[str, Any], flavor: Flavor, *, text: str | None = None) -> int:
+    """The policy's size as `flavor` counts it against MAX_POLICY_CHARS (see encoded_size).
+    `text`: the policy already rendered by _compact, to save a second serialisation."""
+    text = _compact(policy) if text is None else text
+    if flavor is Flavor.RGW:
+        return len(text)
+    if "\\u" not in text:
+        # Nothing was escaped to ASCII: Go writes the same bytes, but for < > & (six each).
+        return len(text) + 5 * sum(text.count(c) for c in "<>&")
+    return _go_json_size(json.dumps(policy, separators=(",", ":"), ensure_ascii=False))
 
 
 def render_policy(policy: dict[str, Any], *, flavor: Flavor) -> str:
     """Compact ASCII JSON: RGW fails on spaces encoded as '+'; both servers cap the size."""
-    size = policy_size(policy, flavor)
+    text = _compact(policy)
+    size = policy_size(policy, flavor, text=text)
     if size > MAX_POLICY_CHARS:
         raise InvalidRequest(
             f"session policy would be {size} characters as {flavor.value} counts them; the "
             f"limit is {MAX_POLICY_CHARS}",
             code="policy_too_large",
         )
-    return _compact(policy)
+    return text
 
 
 def _compact(policy: dict[str, Any]) -> str:
