@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the vend path's centre: mutmut mutates the modules named in setup.cfg
-# [mutmut] (policy, vend, callers/tokens, credentials) and runs the fast unit tests against each
+# [mutmut] (policy, vend, callers/tokens, parent_key) and runs the fast unit tests against each
 # mutant. Prints the kill rate per module, then every surviving mutant (`mutmut show NAME`).
 #
 #   scripts/mutation.sh            a clean run (mutants/ is rebuilt), a few minutes on 2 cores

@@ -228,6 +228,16 @@ async def test_every_refusal_on_the_way_to_the_policy_is_audited(
     ]
 
 
+async def test_an_rgw_presign_is_sized_as_rgw_counts_not_as_minio_does(rig: Rig) -> None:
+    """301 `&` fit RGW's count twice over (the Deny names the key again); MinIO's count (six
+    bytes each) would refuse the same policy. The broker counts with its own flavor."""
+    key = "a" + "&" * 300
+    await rig.presign(key=key, method="PUT")
+    scope = Scope("cb-main", "ENG/", Access.WRITE)
+    expected = session_policy(scope, flavor=Flavor.RGW, object_key=key)
+    assert rig.call.policy == render_policy(expected, flavor=Flavor.RGW)
+
+
 async def test_personal_space_keys_are_valid_and_then_need_the_grant(rig: Rig) -> None:
     with pytest.raises(NotAllowed) as refused:
         await rig.vend(space="~jdoe")
