@@ -13,18 +13,43 @@ log = logging.getLogger("credbroker.audit")
 
 
 class JsonLinesAudit:
+    """Appends one line per event. Follows log rotation by itself: when the file at `path` is
+    no longer the one it writes to (logrotate moved it away, or it was deleted), the next event
+    opens a new file there, mode 0600. No signal is needed, and every process (the server, the
+    CLI) behaves the same; logrotate's `copytruncate` is not needed either."""
+
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._open()
+
+    def _open(self) -> None:
+        assert self._path is not None
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        status = os.fstat(fd)
+        old, self._fd, self._inode = self._fd, fd, (status.st_dev, status.st_ino)
+        if old is not None:
+            os.close(old)
+
+    def _rotated(self) -> bool:
+        assert self._path is not None
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        return (status.st_dev, status.st_ino) != self._inode
 
     async def record(self, event: Mapping[str, Any]) -> None:
         line = json.dumps(event, separators=(",", ":"), default=str, sort_keys=True)
         if self._fd is None:
             log.info("%s", line)
             return
+        if self._rotated():
+            self._open()
+            log.info("audit file %s reopened (rotated away)", self._path)
         # One O_APPEND write per event: lines from several processes never interleave, and a
         # page-cache write of a few hundred bytes does not stall the loop.
         os.write(self._fd, line.encode() + b"\n")
