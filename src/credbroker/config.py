@@ -213,6 +213,8 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # /readyz answers from a result this old at most (one upstream probe in flight at a time).
+    readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
 
 class AuditConfig(_Model):

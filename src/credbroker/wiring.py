@@ -37,6 +37,7 @@ from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
 from credbroker.vend import Broker
+from credbroker.web.readiness import Readiness
 
 log = logging.getLogger("credbroker.wiring")
 
@@ -338,6 +339,26 @@ class Runtime:
     fallback: ReadOnlyFallback | None
     rotator: Rotator | None
     scheduler: RotationScheduler | None
+    readiness: Readiness
+
+
+def build_readiness(
+    settings: Settings,
+    store: ResilientSecretStore,
+    issuer: Issuer,
+    fallback: ReadOnlyFallback | None,
+) -> Readiness:
+    """/readyz: cached, single-flight, and around the breaker (its probes never move it). A
+    breaker state change drops the cached answer, so readiness follows degraded mode."""
+    readiness = Readiness(
+        secret_store=store.probe,
+        object_store=issuer.check,
+        fallback=fallback,
+        cache_seconds=settings.server.readiness_cache_seconds,
+        deadline_seconds=settings.secret_store_resilience.timeout_seconds,
+    )
+    store.breaker.subscribe(readiness.invalidate)
+    return readiness
 
 
 @asynccontextmanager
@@ -353,6 +374,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
+        readiness = build_readiness(settings, store, issuer, fallback)
+        stack.push_async_callback(readiness.close)
         broker = Broker(
             spaces=settings.spaces,
             ttl=settings.object_store.ttl,
@@ -389,6 +412,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             fallback=fallback,
             rotator=rotator,
             scheduler=scheduler,
+            readiness=readiness,
         )
 
 

@@ -15,6 +15,12 @@ Only SecretStoreUnavailable counts against the breaker. A store that answers and
 (SecretStorePermissionDenied, SecretNotFound, CasMismatch, ...) is reachable: the error passes
 straight through, is never retried, and counts as a success. While the breaker is open, calls
 fail at once with SecretStoreCircuitOpen (a SecretStoreUnavailable), without touching the store.
+
+The breaker moves only on outcomes of calls it admitted in its current state: each call notes
+the breaker's generation when it starts, and an outcome that arrives after the state changed
+(a slow read admitted while closed that succeeds after the breaker opened) is ignored, so the
+breaker does not flap. `probe()` (readiness) goes around the breaker entirely: its outcome
+moves nothing, so no outside caller can open or close it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class CircuitBreaker:
     """closed --(failure_threshold unreachable calls in a row)--> open --(open_seconds)-->
     half_open: one trial call goes through; it succeeds -> closed, it fails -> open again.
 
+    Every state change starts a new generation. An outcome reported with the generation its
+    call started in counts only while that generation lasts (late outcomes are ignored).
+
     Every state change is logged once and told to each listener once. Event-loop only (no
     locks): all its methods run between awaits.
     """
@@ -73,6 +82,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_in_flight = False
+        self._generation = 0
         self._listeners: list[Listener] = []
 
     @property
@@ -80,6 +90,11 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN and self.retry_after() == 0:
             self._change(BreakerState.HALF_OPEN, "letting one trial call through")
         return self._state
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every state change; read it right after acquire()."""
+        return self._generation
 
     @property
     def open_seconds(self) -> float:
@@ -109,16 +124,23 @@ class CircuitBreaker:
             retry_after=wait or None,
         )
 
-    def succeeded(self, *, trial: bool) -> None:
+    def _stale(self, generation: int | None) -> bool:
+        return generation is not None and generation != self._generation
+
+    def succeeded(self, *, trial: bool, generation: int | None = None) -> None:
         """The store answered (a refusal is an answer too)."""
+        if self._stale(generation):
+            return
         if trial:
             self._trial_in_flight = False
         self._failures = 0
         if self._state is not BreakerState.CLOSED:
             self._change(BreakerState.CLOSED, "the secret store answers again")
 
-    def failed(self, reason: str, *, trial: bool) -> None:
+    def failed(self, reason: str, *, trial: bool, generation: int | None = None) -> None:
         """The store was unreachable. `reason` is an error message (never a secret)."""
+        if self._stale(generation):
+            return
         if trial:
             self._trial_in_flight = False
         self._failures += 1
@@ -132,13 +154,17 @@ class CircuitBreaker:
                 f"calls fail fast for {self._open_seconds:g}s",
             )
 
-    def abandoned(self, *, trial: bool) -> None:
+    def abandoned(self, *, trial: bool, generation: int | None = None) -> None:
         """The call ended without a verdict (cancelled): only free the trial slot."""
-        if trial:
+        if trial and not self._stale(generation):
             self._trial_in_flight = False
 
     def _change(self, state: BreakerState, why: str) -> None:
         self._state = state
+        self._generation += 1
+        self._trial_in_flight = False  # a trial belongs to the half-open state it ran in
+        if state is BreakerState.CLOSED:
+            self._failures = 0
         log.warning("secret store circuit breaker %s: %s", state.value, why)
         for listener in self._listeners:
             try:
@@ -192,6 +218,17 @@ class ResilientSecretStore:
     async def check(self) -> None:
         await self._call("check", "-", self.inner.check, retry=True)
 
+    async def probe(self) -> None:
+        """Readiness: one check of the store, no retries, around the breaker (its outcome moves
+        nothing). While the breaker is open the answer is the breaker's, without a call."""
+        wait = self.breaker.retry_after()
+        if wait > 0:
+            raise SecretStoreCircuitOpen(
+                f"the secret store is unreachable (circuit breaker open, next try in {wait:.1f}s)",
+                retry_after=wait,
+            )
+        await self.inner.check()
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -199,21 +236,22 @@ class ResilientSecretStore:
         self, action: str, path: str, call: Callable[[], Awaitable[_T]], *, retry: bool
     ) -> _T:
         trial = self.breaker.acquire()
+        generation = self.breaker.generation  # outcomes count only in the state they began in
         try:
             result = await self._bounded(action, path, call, retry=retry)
         except SecretStoreUnavailable as exc:
-            self.breaker.failed(exc.message, trial=trial)
+            self.breaker.failed(exc.message, trial=trial, generation=generation)
             if exc.retry_after is None:
                 # When the breaker will try again; while it is still closed, soon.
                 exc.retry_after = self.breaker.retry_after() or 1.0
             raise
         except SecretStoreError:
-            self.breaker.succeeded(trial=trial)  # it answered, and refused
+            self.breaker.succeeded(trial=trial, generation=generation)  # it answered, refused
             raise
         except BaseException:
-            self.breaker.abandoned(trial=trial)
+            self.breaker.abandoned(trial=trial, generation=generation)
             raise
-        self.breaker.succeeded(trial=trial)
+        self.breaker.succeeded(trial=trial, generation=generation)
         return result
 
     async def _bounded(

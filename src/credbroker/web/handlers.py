@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from credbroker.domain import Access, Client
-from credbroker.errors import CredbrokerError, InvalidRequest, SecretStoreUnavailable
-from credbroker.fallback import ReadOnlyFallback
+from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
 from credbroker.web.appkeys import METRICS, RUNTIME
 from credbroker.web.schemas import CredentialsBody, PresignBody
@@ -115,52 +113,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 "ready"; 200 "degraded" while the secret store is unreachable but the read-only
-    fallback serves reads (they work, so stay in rotation); 503 "not_ready" otherwise."""
-    checks: dict[str, Any] = {}
-    for name, check in (
-        ("secret_store", request.app[RUNTIME].secret_store.check),
-        ("object_store", request.app[RUNTIME].issuer.check),
-    ):
-        try:
-            await asyncio.wait_for(check(), timeout=3.0)
-            checks[name] = {"ok": True}
-        except CredbrokerError as exc:
-            checks[name] = {"ok": False, "code": exc.code, "message": exc.message}
-        except TimeoutError:
-            checks[name] = {"ok": False, "code": "timeout", "message": "no answer within 3 s"}
-    fallback = request.app[RUNTIME].fallback
-    if fallback is not None:
-        checks["read_only_fallback"] = _fallback_check(fallback)
-    store, objects = checks["secret_store"], checks["object_store"]
-    if store["ok"] and objects["ok"]:
-        return web.json_response({"status": "ready", "checks": checks})
-    if (
-        objects["ok"]
-        and store["code"] in _UNREACHABLE
-        and checks.get("read_only_fallback", {}).get("ok")
-    ):
-        reason = (
-            f"secret store unreachable ({store['message']}): reads are served with the "
-            "read-only fallback key, writes get 503 vault_unavailable"
-        )
-        return web.json_response({"status": "degraded", "reason": reason, "checks": checks})
-    return web.json_response({"status": "not_ready", "checks": checks}, status=503)
-
-
-_UNREACHABLE = frozenset({SecretStoreUnavailable.code, "timeout"})
-
-
-def _fallback_check(fallback: ReadOnlyFallback) -> dict[str, Any]:
-    age = fallback.age_seconds()
-    check: dict[str, Any] = {
-        "ok": True,
-        "age_seconds": None if age is None else round(age, 1),
-        "max_staleness_seconds": fallback.max_staleness_seconds,
-    }
-    problem = fallback.problem()
-    if problem is not None:
-        check |= {"ok": False, "message": problem}
-    return check
+    fallback serves reads (they work, so stay in rotation); 503 "not_ready" otherwise. From a
+    cached, single-flight probe (web/readiness.py): a flood of these never reaches upstream."""
+    status, body = await request.app[RUNTIME].readiness.report()
+    return web.json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -173,6 +173,94 @@ def test_a_failing_listener_does_not_break_the_breaker(caplog: pytest.LogCapture
     assert "circuit breaker listener failed" in caplog.text
 
 
+def test_a_late_success_of_a_call_started_while_closed_does_not_close_the_open_breaker() -> None:
+    """The flap seen under load: a slow call admitted while closed answers after the breaker
+    opened; its success belongs to the closed state that is gone, so it changes nothing."""
+    clock = MonotonicClock()
+    cb = breaker(clock, threshold=3, open_s=10)
+    assert cb.acquire() is False
+    slow = cb.generation
+    for _ in range(3):
+        cb.acquire()
+        cb.failed("down", trial=False, generation=cb.generation)
+    assert state_of(cb) is BreakerState.OPEN
+
+    cb.succeeded(trial=False, generation=slow)
+    assert state_of(cb) is BreakerState.OPEN
+    with pytest.raises(SecretStoreCircuitOpen):
+        cb.acquire()
+
+
+def test_late_failures_do_not_reopen_a_closed_breaker_nor_end_a_trial() -> None:
+    clock = MonotonicClock()
+    cb = breaker(clock, threshold=1, open_s=5)
+    cb.acquire()
+    before_open = cb.generation
+    cb.failed("down", trial=False, generation=before_open)
+    clock.now += 5
+    assert cb.acquire() is True
+    trial = cb.generation
+    cb.failed("stale", trial=False, generation=before_open)  # an old call, late
+    assert state_of(cb) is BreakerState.HALF_OPEN
+    cb.succeeded(trial=True, generation=trial)
+    assert state_of(cb) is BreakerState.CLOSED
+    for _ in range(3):
+        cb.failed("stale", trial=True, generation=trial)  # the trial's era is over
+    assert state_of(cb) is BreakerState.CLOSED
+
+
+async def test_concurrent_store_calls_do_not_flap_the_breaker() -> None:
+    """Through the wrapper: a read that was waiting when the breaker opened comes back fine
+    and the breaker stays open until its own trial call."""
+    release = asyncio.Event()
+
+    class Slow(FakeStore):
+        async def read(self, path: str) -> SecretVersion:
+            if not self.calls:
+                self.calls.append("read")
+                await release.wait()
+                return SecretVersion({"k": "v"}, 1)
+            return await super().read(path)
+
+    clock = MonotonicClock()
+    cb = breaker(clock, threshold=2, open_s=10)
+    store = wrap(Slow(DOWN, DOWN), cb, attempts=1)
+    slow = asyncio.create_task(store.read("p"))
+    await asyncio.sleep(0)
+    for _ in range(2):
+        with pytest.raises(SecretStoreUnavailable):
+            await store.read("p")
+    assert state_of(cb) is BreakerState.OPEN
+    release.set()
+    assert (await slow).version == 1
+    assert state_of(cb) is BreakerState.OPEN
+
+
+async def test_probe_goes_around_the_breaker_and_never_moves_it() -> None:
+    clock = MonotonicClock()
+    cb = breaker(clock, threshold=1, open_s=10)
+    seen: list[BreakerState] = []
+    cb.subscribe(seen.append)
+    inner = FakeStore(*([DOWN] * 50))
+    store = wrap(inner, cb)
+    for _ in range(50):  # a /readyz flood against a store that is down
+        with pytest.raises(SecretStoreUnavailable):
+            await store.probe()
+    assert state_of(cb) is BreakerState.CLOSED and seen == []
+    assert inner.calls == ["check"] * 50  # one call each, never retried
+
+    await store.read("p")  # succeeds; now open the breaker with real calls
+    cb.acquire()
+    cb.failed("down", trial=False, generation=cb.generation)
+    assert state_of(cb) is BreakerState.OPEN
+    with pytest.raises(SecretStoreCircuitOpen, match="next try in"):
+        await store.probe()  # the breaker's answer, without a call
+    assert inner.calls[-1] == "read"
+    clock.now += 10
+    await store.probe()  # a healthy probe does not close it either: only its trial may
+    assert cb.acquire() is True
+
+
 # --- retries ----------------------------------------------------------------------------------
 
 
