@@ -31,7 +31,8 @@
 #   credbroker-admin   caps users=*;buckets=*;roles=*;user-policy=* (admin ops API incl. key
 #                      create/remove for rotation tests, IAM role/user-policy APIs). Owns buckets.
 #   credbroker-broker  the broker's parent identity: its keys call sts:AssumeRole. No policies.
-#   credbroker-ro      parent identity of the read-only fallback.
+#   credbroker-ro      parent identity of the read-only fallback. --max-buckets=-1: its own key
+#                      can create no bucket (RGW 16: 0 would mean unlimited), as vendor/rgw.
 #   role credbroker-vend  trust: user credbroker-broker; permission: s3:* on arn:aws:s3:::*.
 #                      The broker narrows it per key with a session policy.
 #   role credbroker-read  trust: user credbroker-ro; permission: read actions only (see READ_ACTIONS)
@@ -353,7 +354,7 @@ run "$SETUP" "${A[@]}" user create --uid="$ADMIN_UID" --display-name="credbroker
 run "$SETUP" "${A[@]}" user create --uid="$BROKER_UID" --display-name="credbroker broker" \
   --access-key="$BROKER_AK" --secret="$BROKER_SK"
 run "$SETUP" "${A[@]}" user create --uid="$RO_UID" --display-name="credbroker read-only" \
-  --access-key="$RO_AK" --secret="$RO_SK"
+  --access-key="$RO_AK" --secret="$RO_SK" --max-buckets=-1
 
 trust() {
   printf '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam:::user/%s"]},"Action":["sts:AssumeRole"]}]}' "$1"

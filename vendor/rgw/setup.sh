@@ -12,6 +12,8 @@
 #   user  credbroker-broker   the broker's parent identity; its keys go into Vault. No caps,
 #                             no user policies: it can only call sts:AssumeRole on the role below.
 #   user  credbroker-ro       parent identity of the read-only fallback (config `fallback:`).
+#                             --max-buckets=-1 (set on an existing user too): its own key can
+#                             create no bucket, so it owns none it could write to.
 #   role  credbroker-vend     trust: credbroker-broker; permission: every action any space could
 #                             be given, on BUCKETS only (credbroker-vend-role-policy.json).
 #   role  credbroker-read     trust: credbroker-ro; permission: reads only, on BUCKETS only.
@@ -47,8 +49,9 @@ mkdir -p "$OUT_DIR"
 # `|| true`: tr dies of SIGPIPE once head has enough, which pipefail would report.
 random() { (LC_ALL=C tr -dc "$1" </dev/urandom || true) | head -c "$2"; }
 
-create_user() { # create_user UID DISPLAY-NAME
-  local uid=$1 ak sk
+create_user() { # create_user UID DISPLAY-NAME [radosgw-admin user create options...]
+  local uid=$1 name=$2 ak sk
+  shift 2
   if "${A[@]}" user info --uid="$uid" >/dev/null 2>&1; then
     echo "user $uid exists: left as is (keys: radosgw-admin key create / key rm)"
     return
@@ -56,7 +59,8 @@ create_user() { # create_user UID DISPLAY-NAME
   ak=$(random 'A-Z0-9' 20)
   sk=$(random 'A-Za-z0-9' 40)
   # The command prints the user, keys included: keep it off the terminal.
-  "${A[@]}" user create --uid="$uid" --display-name="$2" --access-key="$ak" --secret="$sk" >/dev/null
+  "${A[@]}" user create --uid="$uid" --display-name="$name" --access-key="$ak" --secret="$sk" \
+    "$@" >/dev/null
   printf '{"access_key_id": "%s", "secret_access_key": "%s"}\n' "$ak" "$sk" >"$OUT_DIR/$uid.json"
   echo "user $uid created; keys in $OUT_DIR/$uid.json"
 }
@@ -95,7 +99,13 @@ create_role() { # create_role ROLE TRUSTED-UID POLICY-NAME POLICY-DOC
 }
 
 create_user "$BROKER_UID" "credbroker broker"
-create_user "$RO_UID" "credbroker read-only fallback"
+# RGW 16: --max-buckets=-1 refuses CreateBucket (403 AccessDenied); 0 means *unlimited*.
+# Without it the read-only user's own key creates a bucket and writes into it. modify: also
+# for a user an earlier run created. Buckets it already owns are not removed: check with
+# `radosgw-admin bucket list --uid=credbroker-ro` (should print []).
+create_user "$RO_UID" "credbroker read-only fallback" --max-buckets=-1
+"${A[@]}" user modify --uid="$RO_UID" --max-buckets=-1 >/dev/null
+echo "user $RO_UID: max-buckets -1 (may create no bucket)"
 create_role "$VEND_ROLE" "$BROKER_UID" credbroker-vend \
   "$(permission '"s3:GetObject","s3:PutObject","s3:DeleteObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts"' \
     '"s3:ListBucket","s3:ListBucketMultipartUploads"')"
