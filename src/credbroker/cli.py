@@ -24,6 +24,7 @@ from credbroker.rotation.model import Outcome, RunResult
 from credbroker.secrets.sealing import new_key
 
 DEFAULT_CONFIG = Path("config/credbroker.yaml")
+_log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +106,9 @@ def _serve(args: argparse.Namespace) -> int:
     from credbroker.web.app import create_app
 
     settings = load_settings(args.config)
+    # Validation refused these unless allow_insecure_transport is set: say so at every start.
+    for target in settings.insecure_transport():
+        _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
     web.run_app(create_app(settings), host=host, port=port, access_log=None)
@@ -115,6 +119,8 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: ok")
     print(f"  secret store: {settings.secret_store.kind}")
+    for target in settings.insecure_transport():
+        print(f"  insecure transport (allow_insecure_transport: true): {target}")
     flavor = settings.object_store.flavor
     print(f"  object store: {flavor.value} at {settings.object_store.endpoint}")
     for key, space in sorted(settings.spaces.items()):

@@ -8,10 +8,12 @@ paths are taken relative to the config file's own folder.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -361,6 +363,9 @@ class Settings(_Model):
     fallback: FallbackConfig | None = None
     rotation: RotationConfig = RotationConfig()
     state: StateConfig = SqliteStateConfig()
+    # Plain http, or TLS without verification, toward Vault or the object store on an address
+    # that is not loopback is refused unless this is true; `serve` then warns at every start.
+    allow_insecure_transport: bool = False
 
     @field_validator("spaces")
     @classmethod
@@ -460,6 +465,64 @@ class Settings(_Model):
                     "fallback copy could hold a deleted key"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _transport_secure(self) -> Self:
+        targets = self.insecure_transport()
+        if targets and not self.allow_insecure_transport:
+            raise ValueError(
+                "insecure transport outside loopback: "
+                + "; ".join(targets)
+                + ". Use https with verify_tls: true, or set allow_insecure_transport: true"
+            )
+        return self
+
+    def insecure_transport(self) -> list[str]:
+        """Each connection to Vault or the object store that is plain http or unverified TLS,
+        to an address outside loopback: the field and scheme://host[:port], never a secret."""
+        found: list[str] = []
+        store = self.secret_store
+        if isinstance(store, VaultStoreConfig):
+            # A ca_file turns verification on whatever verify_tls says (wiring.py).
+            found += _insecure(
+                "secret_store.url", store.url, store.verify_tls or bool(store.ca_file)
+            )
+        objects = self.object_store
+        found += _insecure("object_store.endpoint", objects.endpoint, objects.verify_tls)
+        if objects.public_endpoint is not None:
+            # Handed to automations, never called by the broker: only its scheme counts.
+            found += _insecure("object_store.public_endpoint", objects.public_endpoint, True)
+        for credential in self.rotation.credentials:
+            if credential.driver.endpoint is not None:
+                where = f"rotation {credential.name}: driver.endpoint"
+                found += _insecure(where, credential.driver.endpoint, objects.verify_tls)
+        return found
+
+
+def is_loopback_url(url: str) -> bool:
+    """The URL's host is 127.0.0.0/8, ::1 or exactly `localhost`; anything unusual is not."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc or "\\" in url:
+        return False  # user info or a backslash: clients disagree on which host that is
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _insecure(field: str, url: str, verify_tls: bool) -> list[str]:
+    parts = urlsplit(url)
+    if is_loopback_url(url):
+        return []
+    address = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    if parts.scheme == "http":
+        return [f"{field} {address} (plain http)"]
+    if not verify_tls:
+        return [f"{field} {address} (verify_tls: false)"]
+    return []
 
 
 _T = TypeVar("_T")
