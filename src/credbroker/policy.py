@@ -104,13 +104,21 @@ def narrow_prefix(space_prefix: str, requested: str | None) -> str:
     return base + normalize_prefix(requested)
 
 
+def is_printable_text(text: str) -> bool:
+    """The one check that text shown to people (object keys, the audit trail's free text)
+    reads as it is: str.isprintable() refuses C0 and C1 controls, bidi overrides, zero-width
+    characters, line and paragraph separators, lone surrogates and unassigned code points
+    (Unicode categories C* and Z* but the ASCII space)."""
+    return text.isprintable()
+
+
 def validate_object_key(key: str) -> str:
     """Validate the object-key part (relative to the scope prefix) of a presign request."""
     if not isinstance(key, str) or not key or key.endswith("/"):
         raise InvalidRequest("key must name an object, not a folder", code="invalid_key")
-    # isprintable(): also refuses C1 controls, bidi overrides, zero-width and line separators,
-    # which would make keys in URLs and audit records read differently than they are.
-    if _KEY_FORBIDDEN.search(key) or not key.isprintable():
+    # Also refuses C1 controls, bidi overrides, zero-width and line separators, which would
+    # make keys in URLs and audit records read differently than they are.
+    if _KEY_FORBIDDEN.search(key) or not is_printable_text(key):
         raise InvalidRequest(
             "key may not contain control characters, wildcards, quotes or backslashes",
             code="invalid_key",

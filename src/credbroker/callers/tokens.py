@@ -32,9 +32,13 @@ class TokenAuth:
     def authenticate(self, authorization: str | None) -> Client:
         if not authorization:
             raise Unauthenticated("missing Authorization: Bearer token")
+        # Tokens are ASCII. A header carrying other bytes arrives from aiohttp as text with
+        # surrogate escapes (or as whatever the client sent): refused before anything encodes it.
+        if len(authorization) > _MAX_HEADER or not authorization.isascii():
+            raise Unauthenticated("Authorization must be 'Bearer <token>' in ASCII")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(authorization) > _MAX_HEADER:
+        if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("Authorization must be 'Bearer <token>'")
         digest = hashlib.sha256(token.encode()).digest()
         found: Client | None = None

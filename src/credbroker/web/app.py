@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/credentials", handlers.create_credentials)
     app.router.add_post("/v1/presign", handlers.create_presigned_url)
     app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/openapi.json", handlers.openapi_document)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/v1/admin/rotations", admin.list_rotations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -23,6 +24,10 @@ _HTTP_CODES = {
 
 
 DEFAULT_RETRY_AFTER = 5
+
+
+class ClientGone(Exception):
+    """The client hung up before its request body ended: nobody to answer, nothing broken."""
 
 
 def error_response(
@@ -55,6 +60,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="credbroker"'  # RFC 6750
         return response
+    except ClientGone:
+        outcome = "client_disconnected"
+        log.info("%s %s: the client hung up before the body ended", request.method, route)
+        return error_response(400, outcome, "the connection closed before the body ended")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -63,6 +72,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:  # 405 must say which methods are allowed (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except asyncio.CancelledError:  # the server shutting down, or a cancelling test server
+        outcome = "cancelled"
+        raise
     except Exception:
         outcome = "internal_error"
         log.exception("unhandled error on %s %s", request.method, route)

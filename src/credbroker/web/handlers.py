@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TypeVar
 
 from aiohttp import web
@@ -12,8 +13,16 @@ from pydantic import BaseModel, ValidationError
 from credbroker.domain import Access, Client
 from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
+from credbroker.web import openapi
 from credbroker.web.appkeys import METRICS, RUNTIME
-from credbroker.web.schemas import CredentialsBody, PresignBody
+from credbroker.web.errors import ClientGone
+from credbroker.web.schemas import (
+    Credentials,
+    CredentialsBody,
+    Health,
+    PresignBody,
+    PresignedUrl,
+)
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -25,11 +34,16 @@ def _client(request: web.Request) -> Client:
 async def _parse(request: web.Request, model: type[Body]) -> Body:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="send Content-Type: application/json")
-    raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    try:
+        raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    except ConnectionResetError:  # the client hung up mid-body
+        raise ClientGone from None
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:  # also UnicodeDecodeError, and an integer past int_max_str_digits
         raise InvalidRequest("body is not valid JSON", code="invalid_json") from None
+    except RecursionError:  # nesting past the parser's limit (well past any body of ours)
+        raise InvalidRequest("body nests too deep", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body must be a JSON object", code="invalid_json")
     try:
@@ -58,20 +72,21 @@ async def create_credentials(request: web.Request) -> web.Response:
         ),
     )
     c = vended.credentials
+    answer = Credentials(
+        accessKeyId=c.access_key_id,
+        secretAccessKey=c.secret_access_key,
+        sessionToken=c.session_token,
+        expiration=_timestamp(c.expiration),
+        endpoint=vended.endpoint,
+        region=vended.region,
+        bucket=vended.scope.bucket,
+        prefix=vended.scope.prefix,
+        access=vended.scope.access.value,
+        leaseId=vended.lease_id,
+        mode=vended.mode.value,
+    )
     return web.json_response(
-        {
-            "accessKeyId": c.access_key_id,
-            "secretAccessKey": c.secret_access_key,
-            "sessionToken": c.session_token,
-            "expiration": c.expiration.isoformat().replace("+00:00", "Z"),
-            "endpoint": vended.endpoint,
-            "region": vended.region,
-            "bucket": vended.scope.bucket,
-            "prefix": vended.scope.prefix,
-            "access": vended.scope.access.value,
-            "leaseId": vended.lease_id,
-            "mode": vended.mode,
-        },
+        answer.model_dump(),
         status=201,
         headers={"Cache-Control": "no-store"},
     )
@@ -92,23 +107,28 @@ async def create_presigned_url(request: web.Request) -> web.Response:
             actor=body.actor,
         ),
     )
-    return web.json_response(
-        {
-            "url": presigned.url,
-            "method": presigned.method,
-            "expiresAt": presigned.expires_at.isoformat().replace("+00:00", "Z"),
-            "bucket": presigned.scope.bucket,
-            "key": presigned.key,
-            "leaseId": presigned.lease_id,
-            "mode": presigned.mode,
-        },
-        status=201,
-        headers={"Cache-Control": "no-store"},
+    answer = PresignedUrl(
+        url=presigned.url,
+        method=body.method,  # what was signed (vend.py signs request.method)
+        expiresAt=_timestamp(presigned.expires_at),
+        bucket=presigned.scope.bucket,
+        key=presigned.key,
+        leaseId=presigned.lease_id,
+        mode=presigned.mode.value,
     )
+    return web.json_response(answer.model_dump(), status=201, headers={"Cache-Control": "no-store"})
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response(Health(status="ok").model_dump())
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
 
 
 async def readyz(request: web.Request) -> web.Response:

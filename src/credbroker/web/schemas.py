@@ -1,14 +1,43 @@
-"""Request bodies. Unknown fields are refused; types are strict (no "900" for 900)."""
+"""Request and response bodies: what the handlers parse and answer, and what GET /openapi.json
+describes (web/openapi.py builds it from these models). Unknown fields are refused; types are
+strict (no "900" for 900)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-# Free-text audit fields: printable, bounded. They never reach a policy.
-_AuditText = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
-_Ttl = Annotated[StrictInt, Field(ge=1, le=7 * 24 * 3600)]
+from credbroker.policy import is_printable_text
+
+MAX_TTL_SECONDS = 7 * 24 * 3600  # the broker clamps further: store maximum, client maximum
+
+
+def _readable(text: str) -> str:
+    if not is_printable_text(text):
+        raise ValueError(
+            "may not contain control characters, bidi overrides, zero-width characters or "
+            "line and paragraph separators"
+        )
+    return text
+
+
+# Free-text audit fields: printable (the check presign keys get), bounded. They never reach a
+# policy, but people read them in the audit trail.
+_AuditText = Annotated[
+    str,
+    StringConstraints(max_length=256),
+    AfterValidator(_readable),
+    Field(description="free text for the audit record: printable, at most 256 characters"),
+]
+_Ttl = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=MAX_TTL_SECONDS,
+        description="seconds; clamped to the store's minimum and the client's maximum",
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -16,6 +45,14 @@ class _Body(BaseModel):
 
 
 class CredentialsBody(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"space": "ENG", "access": "write", "ttl_seconds": 900, "reason": "page export"}
+            ]
+        }
+    )
+
     space: Annotated[str, StringConstraints(max_length=256)]
     access: Literal["read", "write"]
     ttl_seconds: _Ttl | None = None
@@ -26,6 +63,10 @@ class CredentialsBody(_Body):
 
 
 class PresignBody(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"space": "ENG", "key": "exports/a.pdf", "method": "PUT"}]}
+    )
+
     space: Annotated[str, StringConstraints(max_length=256)]
     key: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     method: Literal["GET", "PUT"]
@@ -33,3 +74,55 @@ class PresignBody(_Body):
     reason: _AuditText | None = None
     rule: _AuditText | None = None
     actor: _AuditText | None = None
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+_Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+
+class Credentials(_Answer):
+    """201 from POST /v1/credentials: a temporary key for one bucket, prefix and access."""
+
+    access_key_id: str = Field(alias="accessKeyId")
+    secret_access_key: str = Field(alias="secretAccessKey", repr=False)
+    session_token: str = Field(alias="sessionToken", repr=False)
+    expiration: _Timestamp
+    endpoint: str
+    region: str
+    bucket: str
+    prefix: str
+    access: Literal["read", "write"]
+    lease_id: str = Field(alias="leaseId")
+    mode: Literal["normal", "read-only"]
+
+
+class PresignedUrl(_Answer):
+    """201 from POST /v1/presign: one URL for one object and one method."""
+
+    url: str = Field(repr=False)
+    method: Literal["GET", "PUT"]
+    expires_at: _Timestamp = Field(alias="expiresAt")
+    bucket: str
+    key: str
+    lease_id: str = Field(alias="leaseId")
+    mode: Literal["normal", "read-only"]
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+
+
+class ErrorDetail(_Answer):
+    code: str = Field(description="stable, machine-readable: invalid_field, unauthenticated, ...")
+    message: str
+
+
+class ErrorBody(_Answer):
+    """Every refusal and failure, whatever the status (web/errors.py)."""
+
+    error: ErrorDetail
