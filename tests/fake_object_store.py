@@ -27,6 +27,7 @@ class FakeObjectStore:
     calls: list[str] = field(default_factory=list)
     fail: dict[str, Callable[[], Exception]] = field(default_factory=dict)
     never_valid: bool = False  # new keys never start to work
+    lagging: bool = False  # deleted keys go on working (a replica that has not caught up)
     # New keys authenticate, but their user has no policy: a key they mint can do nothing.
     powerless: bool = False
     proofs: list[Scope | None] = field(default_factory=list)  # what each accepts() was asked
@@ -113,7 +114,9 @@ class FakeProbe:
         self, key: AccessKey, *, via: str = "s3", role_arn: str | None = None
     ) -> bool:
         self.world._check("refuses")
-        if key.access_key_id in self.world._deleted and self._unsettled(key.access_key_id):
+        if key.access_key_id in self.world._deleted and (
+            self.world.lagging or self._unsettled(key.access_key_id)
+        ):
             return False
         return not self.world.works(key)
 

@@ -87,9 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rotate", help="run due rotations of the broker's own keys (or force one)")
     config_arg(p)
     p.add_argument("--credential", help="only this managed credential (default: all)")
-    p.add_argument("--now", action="store_true", help="rotate even if not due")
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="rotate even if not due: a new key (a rotation in progress is finished first)",
+    )
     p.add_argument(
         "--wait", action="store_true", help="wait out the grace period and finish the rotation"
+    )
+    p.add_argument(
+        "--end-grace",
+        action="store_true",
+        help="delete the old key of the rotation in progress now, before its grace is over "
+        "(a leaked key: runbooks/06-rotation.md); never the grace --now starts",
     )
     p.set_defaults(func=_rotate)
 
@@ -176,7 +186,8 @@ def _secrets_get(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock."""
+    """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock, 4 if
+    --now found a rotation in its grace (without --end-grace or --wait: no key was touched)."""
     settings = load_settings(args.config)
     names = [c.name for c in settings.rotation.credentials]
     if not names:
@@ -191,38 +202,53 @@ def _rotate(args: argparse.Namespace) -> int:
         async with wiring.standalone_rotation(settings, Metrics()) as rotator:
             for name in [args.credential] if args.credential else names:
                 try:
-                    outcome = await rotator.run(name, force=args.now, wait=args.wait)
+                    outcome = await rotator.run(
+                        name, force=args.now, wait=args.wait, end_grace=args.end_grace
+                    )
                 except RotationBusy as exc:
                     print(f"{name}: busy: {exc.message}")
                     code = max(code, 3)
                     continue
-                print(f"{name}: {_describe(outcome)}")
+                print(f"{name}: {_describe(outcome, forced=args.now)}")
                 if outcome.result is RunResult.FAILED:
                     code = max(code, 1)
+                if outcome.result is RunResult.GRACE_NOT_OVER:
+                    code = max(code, 4)
         return code
 
     return asyncio.run(rotate())
 
 
-def _describe(outcome: Outcome) -> str:
+def _describe(outcome: Outcome, *, forced: bool = False) -> str:
     record = outcome.record
     when = _when(record.next_due_at)
+    first = ""
+    if outcome.retired_key_id is not None:
+        first = (
+            f"first finished the rotation in progress (its old key {outcome.retired_key_id} "
+            "deleted and refused); "
+        )
     if outcome.result is RunResult.COMPLETED:
         return (
-            f"completed: key {record.new_key_id} in service; old key {record.old_key_id} "
-            f"deleted and refused by the object store; next rotation {when}"
+            f"completed: {first}key {record.new_key_id} in service; old key "
+            f"{record.old_key_id} deleted and refused by the object store; next rotation {when}"
         )
     if outcome.result is RunResult.WAITING_GRACE:
         return (
-            f"key {record.new_key_id} stored and in service; old key {record.old_key_id} "
-            f"is deleted after the grace period, at {when} (by the server's scheduler, the "
-            "next `credbroker rotate`, or now with --wait)"
+            f"{first}key {record.new_key_id} stored and in service; old key "
+            f"{record.old_key_id} is deleted when the grace period ends, at {when} (by the "
+            "server's scheduler or the next `credbroker rotate`; --wait waits for it; for a "
+            "leaked key, --end-grace deletes it now)"
+        )
+    if outcome.result is RunResult.GRACE_NOT_OVER:
+        return (
+            f"NOT ROTATED, no key created or deleted: the rotation in progress keeps old key "
+            f"{record.old_key_id} valid until {when} (its grace); key {record.current_key_id} "
+            f"stays in service. --end-grace deletes {record.old_key_id} now and rotates; "
+            "--wait waits for the grace first"
         )
     if outcome.result is RunResult.FAILED:
-        return (
-            f"FAILED: {record.last_error}; key {record.current_key_id} stays in service; "
-            f"retry {when}"
-        )
+        return f"FAILED: {record.last_error}; {outcome.failure_detail(forced=forced)}; retry {when}"
     if outcome.result is RunResult.READ_ONLY:
         return f"read-only secret store: its owner rotates; key {record.current_key_id} in use"
     if outcome.result is RunResult.DISABLED:

@@ -13,6 +13,7 @@ answer). The old-key proofs below therefore assert AccessDenied.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -22,17 +23,22 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import asyncpg
 import botocore.exceptions
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker import wiring
+from credbroker.callers.tokens import TokenAuth
 from credbroker.config import Settings
-from credbroker.domain import Access, AccessKey, Flavor, RotationPhase, Scope
+from credbroker.domain import Access, AccessKey, Client, Flavor, RotationPhase, Scope
 from credbroker.errors import ObjectStoreRejected
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -43,6 +49,10 @@ from credbroker.rotation.model import Checkpoint
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.sealing import new_key
+from credbroker.web import admin
+from credbroker.web.appkeys import METRICS, RUNTIME
+from credbroker.web.errors import error_middleware
+from credbroker.wiring import Runtime
 from support.rgw_server import RgwServer, botocore_client, create_bucket
 from tests.doubles.vault import VaultDouble
 from tests.fakes import SimulatedKill
@@ -130,6 +140,7 @@ class Rig:
     issuer: StsIssuer
     audit: AuditSink
     metrics: Metrics
+    vault: VaultDouble | None = None  # with store="vault": seal it to make the store unreachable
 
     @asynccontextmanager
     async def rotator(self, checkpoint: Checkpoint | None = None) -> AsyncIterator[Rotator]:
@@ -202,7 +213,15 @@ async def make_rig(
     try:
         await secret_store.write(SERVICE, identity.initial.as_secret_data(), cas=0)
         await secret_store.write(ADMIN, identity.admin_key.as_secret_data(), cas=0)
-        yield Rig(identity, settings, secret_store, issuer, audit, metrics)
+        yield Rig(
+            identity,
+            settings,
+            secret_store,
+            issuer,
+            audit,
+            metrics,
+            vault if store == "vault" else None,
+        )
     finally:
         await issuer.close()
         await secret_store.close()
@@ -455,6 +474,82 @@ async def test_a_killed_cli_process_is_repaired_by_the_next_one(
     everything = (seen + out + err + status_out).decode()
     for secret in (old.secret_access_key, new.secret_access_key, rgw.admin_secret_key):
         assert secret not in everything
+
+
+# --- Proof: "rotate now" stores a new key, even over a rotation stuck before its deletion -----
+
+ADMIN_TOKEN = "cbk_rotation-rgw-admin-token"
+
+
+@asynccontextmanager
+async def admin_api(rotator: Rotator) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """POST /v1/admin/rotations/{name} as the broker serves it, over this Rotator."""
+    app = web.Application(middlewares=[error_middleware])
+    app[METRICS] = Metrics()
+    ops = Client("ops", frozenset(), Access.READ, 900, admin=True)
+    auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
+    app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=rotator))
+    app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
+async def test_a_forced_rotation_after_a_deletion_the_sealed_vault_stopped_stores_a_new_key(
+    rgw: RgwServer, identity: Identity, tmp_path: Path
+) -> None:
+    """Issue 9: the vault is sealed when the grace ends, so the old key's deletion fails and
+    the rotation stays in `stored`. A forced rotation then finishes it (the old key is deleted
+    and refused by RGW) and stores a new key, instead of answering completed with nothing new.
+    """
+    async with make_rig(rgw, identity, tmp_path, store="vault") as rig, rig.rotator() as rotator:
+        assert rig.vault is not None
+        first = await rig.in_store()
+        stored = await rotator.run("service", force=True)
+        in_service = await rig.in_store()
+        assert stored.result == "waiting_grace"
+        assert stored.record.stored_at is not None
+
+        await asyncio.sleep(GRACE)
+        rig.vault.seal()
+        try:
+            stuck = await rotator.run("service")  # what the scheduler runs at the grace's end
+        finally:
+            rig.vault.unseal()
+        assert stuck.result == "failed", stuck
+        assert stuck.record.phase is RotationPhase.STORED
+        assert "vault_unavailable" in (stuck.record.last_error or "")
+        assert identity.access_keys() == sorted([first.access_key_id, in_service.access_key_id])
+        assert await rig.sts_works(first)  # never deleted
+
+        async with admin_api(rotator) as client:
+            response = await client.post(
+                "/v1/admin/rotations/service", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            body = await response.json()
+
+        new = await rig.in_store()
+        assert response.status == 200, body
+        assert body["result"] == "waiting_grace"  # not completed: a new key, in its grace
+        assert body["currentKeyId"] == body["newKeyId"] == new.access_key_id
+        assert new.access_key_id not in (first.access_key_id, in_service.access_key_id)
+        assert new.version == in_service.version + 1
+        assert body["oldKeyId"] == in_service.access_key_id
+        assert body["retiredKeyId"] == first.access_key_id
+        stored_at = datetime.fromisoformat(body["storedAt"].replace("Z", "+00:00"))
+        assert stored_at > stored.record.stored_at
+        assert identity.access_keys() == sorted([in_service.access_key_id, new.access_key_id])
+        assert not await rig.sts_works(first)  # deleted, and RGW refuses it
+        assert await rig.sts_works(in_service)  # the key it replaced keeps its grace
+        assert await rig.sts_works(new)
+        text = json.dumps(body)
+        for secret in (first, in_service, new):
+            assert secret.secret_access_key not in text
+
+        await asyncio.sleep(GRACE)
+        done = await rotator.run("service")
+        assert done.result == "completed", done.record.last_error
+        assert identity.access_keys() == [new.access_key_id]
+        assert not await rig.sts_works(in_service)
 
 
 # --- Proof: a failure is logged, counted, keeps the old key, and is retried with backoff -------

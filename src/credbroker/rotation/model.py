@@ -46,6 +46,9 @@ class RunResult(enum.StrEnum):
 
     COMPLETED = "completed"  # the old key was deleted and proven refused
     WAITING_GRACE = "waiting_grace"  # the new key is stored; the old one lives out its grace
+    # Forced, but the rotation in progress still protects its old key (its grace runs):
+    # no key was created or deleted. end_grace (delete that key now) or wait goes on.
+    GRACE_NOT_OVER = "grace_not_over"
     NOT_DUE = "not_due"
     DISABLED = "disabled"  # enabled: false, and not forced
     READ_ONLY = "read_only"  # the secret store cannot be written: its owner rotates
@@ -55,8 +58,39 @@ class RunResult(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """A run's result and the record it ended with. A forced run answers completed or
+    waiting_grace only with `stored_key_id` set: "rotate now" means a new key."""
+
     record: RotationRecord
     result: RunResult
+    # The key this run stored (now in service), if it got that far; also on a failed run.
+    stored_key_id: str | None = None
+    # A forced run first finishes a rotation left in progress (stored, old_deleted): that
+    # rotation's old key, deleted and proven refused before the new key was made.
+    retired_key_id: str | None = None
+
+    def failure_detail(self, *, forced: bool) -> str:
+        """What a failed run left in service, in words for the CLI and the admin API."""
+        record = self.record
+        if self.stored_key_id is not None:
+            return (
+                f"new key {self.stored_key_id} is stored and in service; old key "
+                f"{record.old_key_id} is retired by the retry"
+            )
+        if record.phase is RotationPhase.VERIFIED:  # the write's answer was lost
+            return (
+                f"new key {record.new_key_id} may or may not have reached the secret store "
+                f"(the retry finds out); key {record.current_key_id} is in service until then"
+            )
+        if not forced:
+            return f"key {record.current_key_id} stays in service"
+        if record.phase in (RotationPhase.STORED, RotationPhase.OLD_DELETED):
+            return (
+                f"no new key was stored: the rotation in progress (old key {record.old_key_id}) "
+                f"must be finished first; key {record.current_key_id} stays in service, and the "
+                "retry only finishes that rotation (force again for a new key)"
+            )
+        return f"no new key was stored; key {record.current_key_id} stays in service"
 
 
 @dataclass(frozen=True, slots=True)

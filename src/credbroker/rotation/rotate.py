@@ -23,6 +23,17 @@ knows where a killed one stopped and repairs it:
                       new key is an orphan and is deleted
     stored            the grace goes on; old_deleted: delete again (idempotent), then prove
 
+A forced run ("rotate now": `credbroker rotate --now`, POST /v1/admin/rotations/{name}) means a
+new key, made by this run. A rotation left in progress (stored or old_deleted, after a failed
+deletion, a crash, or a repair above) is finished first: its old key is deleted and proven
+refused (a user holds at most two keys), then the forced run rotates, every phase recorded as
+above. It never ends a grace early on its own (other replicas and caches may still use that
+key): while the grace runs it answers grace_not_over and touches no key, unless the operator
+asked to end the grace now (`end_grace`, for a leaked key: runbooks/06-rotation.md) or to wait
+for it (`wait`). A forced run answers completed or waiting_grace only once its own key is
+stored; one that cannot finish the rotation in progress fails, naming why, with nothing new
+stored, and its retry (scheduled, not forced) finishes that rotation without rotating again.
+
 A pair driver (MinIO `minio-users`: two built-in users used in turn, MinioUserPairDriver)
 has fixed keys: create gives the user the store does not hold a fresh secret, and "delete" gives
 a user a random secret nobody keeps. The phases above hold unchanged: clean and delete scramble
@@ -42,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,6 +108,17 @@ class _StillAccepted(Exception):
     """The old key still works (deletion not visible yet): retried with backoff."""
 
 
+@dataclass
+class _Progress:
+    """What one run has done so far, for its Outcome (a failed one included)."""
+
+    stored_key_id: str | None = None
+    retired_key_id: str | None = None
+
+    def outcome(self, record: RotationRecord, result: RunResult) -> Outcome:
+        return Outcome(record, result, self.stored_key_id, self.retired_key_id)
+
+
 class Rotator:
     def __init__(
         self,
@@ -140,14 +162,18 @@ class Rotator:
 
     # --- entry points -----------------------------------------------------------------------
 
-    async def run(self, name: str, *, force: bool = False, wait: bool = False) -> Outcome:
-        """One run for `name`: repair, then rotate if due (or `force`), as far as the grace
-        allows (`wait` sleeps through it). Failures are recorded, never raised; RotationBusy
-        is raised when another run holds the lock."""
+    async def run(
+        self, name: str, *, force: bool = False, wait: bool = False, end_grace: bool = False
+    ) -> Outcome:
+        """One run for `name`: repair, then rotate if due (or `force`: a new key, see the
+        module's docstring), as far as the grace allows (`wait` sleeps through it; `end_grace`
+        ends the grace of the rotation already in progress now, never the new one's).
+        Failures are recorded, never raised; RotationBusy is raised when another run holds
+        the lock."""
         spec = self.credential(name)
         try:
             async with self._state.lock(name):
-                outcome = await self._locked_run(spec, force=force, wait=wait)
+                outcome = await self._locked_run(spec, force=force, wait=wait, end_grace=end_grace)
         except RotationBusy:
             self._metrics.count_run(name, RunResult.BUSY)
             raise
@@ -201,7 +227,9 @@ class Rotator:
 
     # --- one locked run ---------------------------------------------------------------------
 
-    async def _locked_run(self, spec: ManagedKey, *, force: bool, wait: bool) -> Outcome:
+    async def _locked_run(
+        self, spec: ManagedKey, *, force: bool, wait: bool, end_grace: bool
+    ) -> Outcome:
         record = await self._enrolled(spec)
         if not self._store.writable:
             secret = await self._store.read(spec.secret_path)
@@ -209,35 +237,87 @@ class Rotator:
             return Outcome(record, RunResult.READ_ONLY)
         if not (spec.enabled or force or record.phase.in_progress):
             return Outcome(record, RunResult.DISABLED)
-        # `wait` finishes a rotation in progress now (sleeping out the rest of its grace).
-        if not (force or self._due(record) or (wait and record.phase.in_progress)):
+        # `wait` and `end_grace` finish a rotation in progress now.
+        finish_now = (wait or end_grace) and record.phase.in_progress
+        if not (force or self._due(record) or finish_now):
             return Outcome(record, RunResult.NOT_DUE)
+        progress = _Progress()
         try:
-            record = await self._advance(spec, record, force=force, wait=wait)
+            return await self._advance(
+                spec, record, progress, force=force, wait=wait, end_grace=end_grace
+            )
         except Exception as exc:  # every failure is recorded, logged, counted and retried
-            return Outcome(await self._failed(spec, exc), RunResult.FAILED)
-        return Outcome(
-            record, RunResult.COMPLETED if record.phase is Phase.DONE else RunResult.WAITING_GRACE
-        )
+            return progress.outcome(await self._failed(spec, exc), RunResult.FAILED)
 
     async def _advance(
-        self, spec: ManagedKey, record: RotationRecord, *, force: bool, wait: bool
-    ) -> RotationRecord:
+        self,
+        spec: ManagedKey,
+        record: RotationRecord,
+        progress: _Progress,
+        *,
+        force: bool,
+        wait: bool,
+        end_grace: bool,
+    ) -> Outcome:
         secret = await self._store.read(spec.secret_path)
-        current = AccessKey.from_secret(secret)
-        record = await self._noticed(record, current)
+        record = await self._noticed(record, AccessKey.from_secret(secret))
         record = await self._repair(spec, record, secret)
-        if not record.phase.in_progress:
-            if not (force or self._due(record)):
-                return record  # the repair was all this run had to do
-            record = await self._create_verify_store(spec, record, secret)
+        if record.phase.in_progress:  # stored or old_deleted: an old key still to retire
+            record = await self._finish(spec, record, wait=wait, end_grace=end_grace)
+            if record.phase is not Phase.DONE:  # its old key lives out its grace
+                if force:
+                    log.warning(
+                        "rotation %s: not rotated: old key %s is in its grace until %s; no key "
+                        "touched (end the grace now, or wait for it, to rotate)",
+                        spec.name,
+                        record.old_key_id,
+                        record.next_due_at,
+                    )
+                    return progress.outcome(record, RunResult.GRACE_NOT_OVER)
+                return progress.outcome(record, RunResult.WAITING_GRACE)
+            if not force:
+                return progress.outcome(record, RunResult.COMPLETED)
+            progress.retired_key_id = record.old_key_id
+            log.info(
+                "rotation %s: the rotation in progress is finished (old key %s refused); "
+                "rotating now, as forced",
+                spec.name,
+                record.old_key_id,
+            )
+            secret = await self._store.read(spec.secret_path)  # the version to replace (cas)
+            record = await self._noticed(record, AccessKey.from_secret(secret))
+        elif not (force or self._due(record)):
+            return progress.outcome(record, RunResult.NOT_DUE)  # the repair was all to do
+        record = await self._create_verify_store(spec, record, secret)
+        progress.stored_key_id = record.new_key_id
+        record = await self._finish(spec, record, wait=wait, end_grace=False)
+        done = record.phase is Phase.DONE
+        return progress.outcome(record, RunResult.COMPLETED if done else RunResult.WAITING_GRACE)
+
+    async def _finish(
+        self, spec: ManagedKey, record: RotationRecord, *, wait: bool, end_grace: bool
+    ) -> RotationRecord:
+        """Retire the old key of the rotation in progress once its grace is over (`wait`
+        sleeps out the rest, `end_grace` ends it now): delete it, prove it is refused."""
         if record.phase is Phase.STORED:
             assert record.stored_at is not None
             grace_ends = record.stored_at + timedelta(seconds=spec.grace_seconds)
             remaining = (grace_ends - self._clock()).total_seconds()
-            if remaining > 0 and not wait:
+            if remaining > 0 and end_grace:
+                log.warning(
+                    "rotation %s: ending the grace of old key %s %.1f s early, as asked",
+                    spec.name,
+                    record.old_key_id,
+                    remaining,
+                )
+                await self._record_event(
+                    spec.name, "grace_ended", old_key_id=record.old_key_id, seconds_left=remaining
+                )
+            elif remaining > 0 and not wait:
+                if record.next_due_at != grace_ends:  # a failed run's backoff: not before then
+                    record = await self._save(replace(record, next_due_at=grace_ends))
                 return record  # next_due_at is the grace's end: the scheduler comes back then
-            if remaining > 0:
+            elif remaining > 0:
                 log.info("rotation %s: waiting %.1f s of grace", spec.name, remaining)
                 await self._sleep(remaining)
             record = await self._delete_old(spec, record)

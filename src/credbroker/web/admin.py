@@ -1,11 +1,20 @@
 """Admin views: rotation of the broker's own keys. Clients with `admin: true` only.
 
     GET  /v1/admin/rotations          every managed credential's status (key ids, never secrets)
-    POST /v1/admin/rotations/{name}   rotate now (?wait=true also waits out the grace period)
+    POST /v1/admin/rotations/{name}   rotate now: a new key, stored by this request
+
+POST first finishes a rotation left in progress (deletes its old key, proves it refused), then
+rotates. `?end_grace=true` deletes that old key now even if its grace is not over (a leaked
+key, runbooks/06-rotation.md); `?wait=true` waits out the grace periods, the new key's too, and
+answers once the old key is deleted and refused. 200 with `result` waiting_grace (the new key
+is in service, the key it replaced lives out its grace) or completed (with wait).
 
 401 without a valid token, 403 for a client that is not an admin, 404 for an unknown name or
-when no rotation is configured, 409 while another run holds the lock or when the secret store
-is read-only, 502 when the run failed (the old key stays in service; the error is recorded).
+when no rotation is configured, 409 while another run holds the lock (rotation_busy), while
+the rotation in progress is in its grace and neither end_grace nor wait was asked
+(grace_not_over: no key was created or deleted), or when the secret store is read-only; 502
+when the run failed (the message says which key is in service and whether a new one was
+stored; the error is recorded and retried).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from credbroker.domain import Client
 from credbroker.errors import (
     InvalidRequest,
     NotAllowed,
+    RotationBusy,
     RotationFailed,
     SecretStoreReadOnly,
 )
@@ -60,22 +70,37 @@ async def rotate(request: web.Request) -> web.Response:
         raise SecretStoreReadOnly(
             "the secret store is read-only: its owner rotates this key, the broker only follows"
         )
-    wait = request.query.get("wait", "false").lower() in ("1", "true", "yes")
-    outcome = await rotator.run(name, force=True, wait=wait)
+    outcome = await rotator.run(
+        name, force=True, wait=_flag(request, "wait"), end_grace=_flag(request, "end_grace")
+    )
+    record = outcome.record
     if outcome.result is RunResult.FAILED:
         raise RotationFailed(
-            f"rotation of {name} failed: {outcome.record.last_error}; the old key stays in "
-            "service and the run is retried with backoff"
+            f"rotation of {name} failed: {record.last_error}; "
+            f"{outcome.failure_detail(forced=True)}; retried at {_iso(record.next_due_at)}"
+        )
+    if outcome.result is RunResult.GRACE_NOT_OVER:
+        # 409 as for a held lock: the rotation in progress is in the way.
+        raise RotationBusy(
+            f"{name} not rotated, no key created or deleted: the rotation in progress keeps "
+            f"old key {record.old_key_id} valid until {_iso(record.next_due_at)} (its grace); "
+            f"key {record.current_key_id} stays in service. ?end_grace=true deletes "
+            f"{record.old_key_id} now and rotates; ?wait=true waits for the grace first",
+            code=RunResult.GRACE_NOT_OVER.value,
         )
     return web.json_response(_outcome(outcome), headers={"Cache-Control": "no-store"})
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
 def _outcome(outcome: Outcome) -> dict[str, Any]:
     record = outcome.record
-
-    def iso(value: Any) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
     return {
         "credential": record.credential,
         "result": outcome.result,
@@ -83,7 +108,9 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
         "currentKeyId": record.current_key_id,
         "oldKeyId": record.old_key_id,
         "newKeyId": record.new_key_id,
-        "storedAt": iso(record.stored_at),
-        "nextDueAt": iso(record.next_due_at),
-        "lastSuccessAt": iso(record.last_success_at),
+        # The old key of a rotation left in progress, retired before this one began (or null).
+        "retiredKeyId": outcome.retired_key_id,
+        "storedAt": _iso(record.stored_at),
+        "nextDueAt": _iso(record.next_due_at),
+        "lastSuccessAt": _iso(record.last_success_at),
     }
