@@ -121,7 +121,16 @@ def _serve(args: argparse.Namespace) -> int:
         _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None)
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=None,
+        # Idle keep-alive connections, and connections still sending their request headers,
+        # are closed after this (aiohttp's own timer); bodies get limits.body_timeout_seconds
+        # from web/limits.py.
+        keepalive_timeout=settings.limits.keepalive_timeout_seconds,
+    )
     return 0
 
 

@@ -195,6 +195,9 @@ class ClientConfig(_Model):
     max_access: Access = Access.READ
     max_ttl_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=MAX_TTL)
     admin: bool = False
+    # This client's own rate limit; unset: limits.rate_per_second and limits.burst.
+    rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @field_validator("spaces")
     @classmethod
@@ -217,6 +220,21 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # /readyz answers from a result this old at most (one upstream probe in flight at a time).
     readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
+
+
+class LimitsConfig(_Model):
+    """Fair use, counted by each replica alone (README "Limits")."""
+
+    # Per client: a token bucket of `burst` vends/presigns refilled at `rate_per_second`.
+    rate_per_second: float = Field(default=50.0, gt=0, le=1_000_000)
+    burst: int = Field(default=100, ge=1, le=1_000_000)
+    # Vends and presigns being worked on at once (all clients); past it 503 overloaded.
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    # A request body must arrive within this (else 408, connection closed).
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # An idle keep-alive connection, or one that has not finished sending its request
+    # headers, is closed after this.
+    keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 class AuditConfig(_Model):
@@ -358,6 +376,7 @@ class Settings(_Model):
     spaces: dict[str, SpaceTarget] = Field(min_length=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     audit: AuditConfig = AuditConfig()
+    limits: LimitsConfig = LimitsConfig()
     secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
     # Absent: no fallback; while the secret store is unreachable every vend gets 503.
     fallback: FallbackConfig | None = None

@@ -42,6 +42,32 @@ class NotAllowed(CredbrokerError):
     status = 403
 
 
+class RateLimited(CredbrokerError):
+    """This client asked faster than its rate (limits.rate_per_second, burst)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(CredbrokerError):
+    """Too many vends and presigns in flight on this replica (limits.max_in_flight)."""
+
+    code = "overloaded"
+    status = 503
+    retry_after = 1.0
+
+
+class RequestTimeout(CredbrokerError):
+    """The request body did not arrive within limits.body_timeout_seconds."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class ConfigError(CredbrokerError):
     code = "config_error"
     status = 500

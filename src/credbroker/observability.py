@@ -47,6 +47,22 @@ class Metrics:
             states=["closed", "open", "half_open"],
             registry=r,
         )
+        # Fair use (web/limits.py), per replica.
+        self.rate_limited = Counter(
+            "credbroker_rate_limited",
+            "Vends and presigns refused with 429 rate_limited, by client",
+            ["client"],
+            registry=r,
+        )
+        self.overloaded = Counter(
+            "credbroker_overloaded",
+            "Requests refused with 503 overloaded, by which cap",
+            ["cap"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "credbroker_in_flight", "Vends and presigns being worked on", registry=r
+        )
         # Rotation of the broker's own keys (rotation/rotate.py). Alert on a failure streak
         # (rotation_consecutive_failures > 0) and on a stale last success.
         self.rotations = Counter(

@@ -83,6 +83,16 @@ class SealedCache(Protocol):
         ...
 
 
+class RateLimiter(Protocol):
+    """Fair use per client: may this client start one more request now? In memory, each
+    replica counts alone (web/limits.py); a shared store would implement the same call."""
+
+    def try_acquire(self, client_id: str) -> float:
+        """0.0 when admitted (one unit of the client's allowance is spent), else the seconds
+        until the client would be admitted; nothing is spent then."""
+        ...
+
+
 class BrokerMetrics(Protocol):
     """What the vend path and the read-only fallback report (observability.Metrics)."""
 

@@ -24,6 +24,7 @@ from credbroker.config import (
 from credbroker.domain import Access, AccessKey, BreakerState, Scope
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
+from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
@@ -340,6 +341,23 @@ class Runtime:
     rotator: Rotator | None
     scheduler: RotationScheduler | None
     readiness: Readiness
+    limits: Limits
+
+
+def build_limits(settings: Settings) -> Limits:
+    """Fair use, in memory (each replica counts alone): a rate per client, the in-flight cap."""
+    config = settings.limits
+    default = Rate(config.rate_per_second, config.burst)
+    per_client = {
+        c.id: Rate(c.rate_per_second or default.per_second, c.burst or default.burst)
+        for c in settings.clients
+        if c.rate_per_second is not None or c.burst is not None
+    }
+    return Limits(
+        rate=TokenBuckets(default, per_client),
+        in_flight=InFlightCap(config.max_in_flight),
+        body_timeout_seconds=config.body_timeout_seconds,
+    )
 
 
 def build_readiness(
@@ -413,6 +431,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             rotator=rotator,
             scheduler=scheduler,
             readiness=readiness,
+            limits=build_limits(settings),
         )
 
 

@@ -97,3 +97,66 @@ async def test_a_readyz_flood_against_a_sealed_vault_cannot_open_the_breaker(
     readiness_of(on_vault).invalidate()
     assert await readyz(on_vault) == 200
     assert await vend(on_vault, "eng-writer") == 201
+
+
+@pytest.fixture
+async def limited(
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """Small limits, so a test meets them: 5 at once, then 2/s; a body must arrive in 0.5 s."""
+    limits = {"rate_per_second": 2, "burst": 5, "body_timeout_seconds": 0.5}
+    async with contextlib.aclosing(start_broker(rgw, tmp_path, limits=limits)) as brokers:
+        async for harness in brokers:
+            yield harness
+
+
+async def test_a_flooding_client_gets_429_while_another_clients_vends_keep_working(
+    limited: Harness,
+) -> None:
+    read = {"space": "ENG", "access": "read", "reason": "flood"}
+    flood = [limited.vend("eng-reader", read) for _ in range(60)]
+    others = [vend(limited, "ops-writer", {"space": "OPS", "access": "write"}) for _ in range(4)]
+    results = await asyncio.gather(*flood, *others)
+    flooded, other = results[:60], results[60:]
+
+    assert other == [201] * 4
+    statuses = [r.status for r in flooded]
+    assert set(statuses) <= {201, 429} and statuses.count(429) >= 40, statuses
+    refused = [r for r in flooded if r.status == 429]
+    for response in refused:
+        body = await response.json()
+        assert body["error"]["code"] == "rate_limited"
+        assert "eng-reader" in body["error"]["message"]
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    for response in flooded:
+        response.release()
+    metrics = await (await limited.client.get("/metrics")).text()
+    assert f'credbroker_rate_limited_total{{client="eng-reader"}} {len(refused)}.0' in metrics
+    assert 'credbroker_requests_total{outcome="rate_limited",route="/v1/credentials"}' in metrics
+    print(f"\n[rate limit] 60 at once from one client: {len(refused)} got 429; 4/4 of another: 201")
+
+
+async def test_a_stalled_body_is_cut_off(limited: Harness) -> None:
+    """Headers and part of a body, then silence: 408 within the configured deadline (0.5 s
+    here), and the connection is closed."""
+    server = limited.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    token = limited.tokens["eng-writer"]
+    body = b'{"space": "ENG", "access": "write", "reason": "slow"}'
+    writer.write(
+        b"POST /v1/credentials HTTP/1.1\r\nHost: broker\r\n"
+        + f"Authorization: Bearer {token}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=60)  # to EOF: it closes
+    finally:
+        writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code": "request_timeout"' in payload
+    # Another client's request on a fresh connection is served meanwhile and after.
+    assert await vend(limited, "ops-writer", {"space": "OPS", "access": "write"}) == 201

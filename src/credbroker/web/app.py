@@ -15,11 +15,13 @@ from credbroker.observability import Metrics
 from credbroker.web import admin, handlers
 from credbroker.web.appkeys import METRICS, RUNTIME, SETTINGS
 from credbroker.web.errors import error_middleware
+from credbroker.web.limits import limits_middleware
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
+        middlewares=[error_middleware, limits_middleware],
+        client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()

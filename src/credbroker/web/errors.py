@@ -34,8 +34,8 @@ def error_response(
     status: int, code: str, message: str, *, retry_after: float | None = None
 ) -> web.Response:
     response = web.json_response({"error": {"code": code, "message": message}}, status=status)
-    if status == 503:
-        # The breaker's own next-try time when known, in whole seconds (1 to 60).
+    if status in (429, 503):
+        # The limiter's or the breaker's own next-try time when known, in whole seconds (1-60).
         seconds = DEFAULT_RETRY_AFTER if retry_after is None else math.ceil(retry_after)
         response.headers["Retry-After"] = str(min(60, max(1, seconds)))
     return response

@@ -1,0 +1,76 @@
+"""Fair use in memory: a token bucket per client (ports.RateLimiter) and a cap on work in
+flight. Each replica counts alone; event-loop only (no locks: nothing here awaits)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from credbroker.ports import RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError("a rate needs per_second > 0 and burst >= 1")
+
+
+class TokenBuckets:
+    """ports.RateLimiter: each client may spend `burst` at once, refilled at `per_second`.
+    Buckets exist only for authenticated clients (the configured set), so memory is bounded."""
+
+    def __init__(
+        self,
+        default: Rate,
+        per_client: Mapping[str, Rate] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._default = default
+        self._rates = dict(per_client or {})
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+
+    def try_acquire(self, client_id: str) -> float:
+        rate = self._rates.get(client_id, self._default)
+        now = self._clock()
+        tokens, at = self._buckets.get(client_id, (float(rate.burst), now))
+        tokens = min(float(rate.burst), tokens + max(0.0, now - at) * rate.per_second)
+        if tokens >= 1.0:
+            self._buckets[client_id] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[client_id] = (tokens, now)
+        return (1.0 - tokens) / rate.per_second
+
+
+class InFlightCap:
+    """At most `limit` units of work at once; past it the caller refuses (never queues)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self.current = 0
+
+    def try_enter(self) -> bool:
+        if self.current >= self.limit:
+            return False
+        self.current += 1
+        return True
+
+    def leave(self) -> None:
+        self.current = max(0, self.current - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the HTTP layer enforces (web/limits.py), built by wiring from `limits:`."""
+
+    rate: RateLimiter
+    in_flight: InFlightCap
+    body_timeout_seconds: float
