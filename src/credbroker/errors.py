@@ -134,6 +134,15 @@ class CasMismatch(SecretStoreError):
     status = 409
 
 
+class SecretRolledBack(SecretStoreError):
+    """The store shows an older version of a secret than the broker already saw (a restored
+    backup, a copied-back file), or a record sealed for another path or version. Refused, never
+    used: vending or rotating on a rotated-away key would bring it back into service."""
+
+    code = "secret_rolled_back"
+    status = 502
+
+
 class SecretStoreReadOnly(SecretStoreError):
     """The store cannot be written by the broker (a store whose owner rotates its keys; the
     port's `writable` is False). No such adapter ships yet."""

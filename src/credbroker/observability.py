@@ -47,6 +47,13 @@ class Metrics:
             states=["closed", "open", "half_open"],
             registry=r,
         )
+        self.secret_rollbacks = Counter(
+            "credbroker_secret_rollbacks",
+            "Secret reads and writes refused: the embedded store was rolled back (a version "
+            "older than one seen before) or a record was swapped (sealed for another path)",
+            ["reason"],
+            registry=r,
+        )
         # Fair use (web/limits.py), per replica.
         self.rate_limited = Counter(
             "credbroker_rate_limited",
@@ -97,6 +104,10 @@ class Metrics:
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.set(1 if degraded else 0)
+
+    def count_secret_refused(self, reason: str) -> None:
+        """The embedded store refused a rolled-back ("rolled_back") or swapped record."""
+        self.secret_rollbacks.labels(reason).inc()
 
     # --- ports.RotationMetrics ----------------------------------------------------------------
 

@@ -83,6 +83,23 @@ class SealedCache(Protocol):
         ...
 
 
+class VersionWatermark(Protocol):
+    """The highest version of each secret ever seen, kept outside the secret store (in the
+    rotation state store), so a store put back to an older copy is noticed and refused.
+
+    Errors: StateStoreError.
+    """
+
+    async def remember_version(self, store: str, path: str, version: int) -> int:
+        """Record that `version` of `path` in `store` (which store: the embedded file's
+        location) was seen and return the highest version ever recorded for it (at least
+        `version`). Atomic: concurrent callers, in this process or another, never lower it.
+        `version` 0 (no secret there) only asks."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class RateLimiter(Protocol):
     """Fair use per client: may this client start one more request now? In memory, each
     replica counts alone (web/limits.py); a shared store would implement the same call."""

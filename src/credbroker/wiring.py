@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
@@ -37,8 +38,13 @@ from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
+from credbroker.state.watermark import LazyWatermark
 from credbroker.vend import Broker
 from credbroker.web.readiness import Readiness
+
+if TYPE_CHECKING:
+    from credbroker.state.postgres import PostgresStateStore
+    from credbroker.state.sqlite import SqliteStateStore
 
 log = logging.getLogger("credbroker.wiring")
 
@@ -54,7 +60,7 @@ def build_secret_store(
     if metrics is not None:
         breaker.subscribe(lambda state: metrics.secret_store_breaker.state(state.value))
     return ResilientSecretStore(
-        _build_store(settings),
+        _build_store(settings, metrics),
         breaker=breaker,
         timeout_seconds=resilience.timeout_seconds,
         attempts=resilience.attempts,
@@ -106,11 +112,18 @@ def build_fallback(
     return fallback
 
 
-def _build_store(settings: Settings) -> SecretStore:
+def _build_store(settings: Settings, metrics: Metrics | None = None) -> SecretStore:
     config = settings.secret_store
     if isinstance(config, EmbeddedStoreConfig):
         key = load_key(env_var=config.key_env, key_file=config.key_file)
-        return EmbeddedSecretStore(config.path, key)
+        # The highest version seen of each secret lives in the state store, outside the file:
+        # a rolled-back file is refused (the server and `credbroker secrets` alike).
+        return EmbeddedSecretStore(
+            config.path,
+            key,
+            watermark=LazyWatermark(lambda: _open_state_store(settings)),
+            on_refused=metrics.count_secret_refused if metrics is not None else None,
+        )
     if isinstance(config, VaultStoreConfig):
         return _build_vault(config)
     raise AssertionError(f"unknown secret store {config!r}")
@@ -171,6 +184,11 @@ def build_audit(settings: Settings) -> AuditSink:
 
 
 async def build_state_store(settings: Settings) -> StateStore:
+    return await _open_state_store(settings)
+
+
+async def _open_state_store(settings: Settings) -> SqliteStateStore | PostgresStateStore:
+    """The configured state store: rotation records, and the embedded store's watermark."""
     config = settings.state
     if isinstance(config, PostgresStateConfig):
         from credbroker.state.postgres import PostgresStateStore

@@ -38,8 +38,14 @@ from tests.contract.state_records import POSTGRES_DSN, full_record
 # sha256 of each shipped migration's statements (joined by NUL), by store and version. A
 # mismatch means a shipped migration was edited: undo it and add a new migration instead.
 SHIPPED: dict[str, dict[int, str]] = {
-    "sqlite": {1: "b03177202f4e5976dddfcb00b2695e4a576d8aa10d0f8bccd8dae15856f4b291"},
-    "postgres": {1: "791c6f488cdb7fbddd09872dcc429b6d7dfb2726ce0e1e07c8d7a90f0ee81094"},
+    "sqlite": {
+        1: "b03177202f4e5976dddfcb00b2695e4a576d8aa10d0f8bccd8dae15856f4b291",
+        2: "bb718f51f3468aba64c9ff8e1d3b0deebb2329378fcde65161e227c74bb279ea",
+    },
+    "postgres": {
+        1: "791c6f488cdb7fbddd09872dcc429b6d7dfb2726ce0e1e07c8d7a90f0ee81094",
+        2: "e0bcfe4a300cc6c9e240a8de2d7844d1f2645e4250bc05bedd1ddf3533d041e7",
+    },
 }
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": sqlite_state.MIGRATIONS,

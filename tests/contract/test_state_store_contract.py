@@ -18,7 +18,7 @@ import pytest
 
 from credbroker.domain import RotationPhase, RotationRecord
 from credbroker.errors import RotationBusy
-from credbroker.ports import StateStore
+from credbroker.ports import StateStore, VersionWatermark
 from credbroker.state.postgres import PostgresStateStore
 from credbroker.state.sqlite import SqliteStateStore
 from tests.contract.state_records import POSTGRES_DSN, full_record
@@ -180,3 +180,46 @@ async def test_records_can_be_written_while_the_lock_is_held(subject: Subject) -
     async with subject.store.lock("service"):
         await subject.store.save(full_record())
     assert await subject.store.load("service") == full_record()
+
+
+# --- the embedded store's rollback watermark (ports.VersionWatermark), in the same stores ------
+
+
+def watermark(store: StateStore) -> VersionWatermark:
+    assert isinstance(store, SqliteStateStore | PostgresStateStore)
+    return store
+
+
+async def test_an_unknown_path_has_no_watermark(subject: Subject) -> None:
+    assert await watermark(subject.store).remember_version("/srv/secrets.sealed", "svc", 0) == 0
+
+
+async def test_the_watermark_only_rises(subject: Subject) -> None:
+    mark = watermark(subject.store)
+    assert await mark.remember_version("/srv/a.sealed", "svc", 3) == 3
+    assert await mark.remember_version("/srv/a.sealed", "svc", 1) == 3  # lower: kept at 3
+    assert await mark.remember_version("/srv/a.sealed", "svc", 0) == 3
+    assert await mark.remember_version("/srv/a.sealed", "svc", 7) == 7
+
+
+async def test_watermarks_are_per_store_and_path_and_survive_a_reopen(subject: Subject) -> None:
+    mark = watermark(subject.store)
+    await mark.remember_version("/srv/a.sealed", "svc", 5)
+    await mark.remember_version("/srv/a.sealed", "admin", 2)
+    await mark.remember_version("/srv/b.sealed", "svc", 9)
+    other = watermark(await subject.reopen())
+    assert await other.remember_version("/srv/a.sealed", "svc", 0) == 5
+    assert await other.remember_version("/srv/a.sealed", "admin", 0) == 2
+    assert await other.remember_version("/srv/b.sealed", "svc", 0) == 9
+    assert await other.remember_version("/srv/b.sealed", "admin", 0) == 0
+
+
+async def test_concurrent_writers_never_lower_the_watermark(subject: Subject) -> None:
+    marks = [watermark(subject.store), *[watermark(await subject.reopen()) for _ in range(3)]]
+    await asyncio.gather(
+        *(
+            marks[v % len(marks)].remember_version("/srv/a.sealed", "svc", v)
+            for v in (*range(1, 41), *range(40, 0, -1))
+        )
+    )
+    assert await marks[0].remember_version("/srv/a.sealed", "svc", 0) == 40

@@ -134,6 +134,8 @@ def broker_settings(
             },
         ],
         "audit": {"path": str(state / "audit.jsonl")},
+        # The rotation state store, and the embedded store's rollback watermark: per test.
+        "state": {"kind": "sqlite", "path": str(state / "rotation-state.sqlite3")},
     }
     raw["clients"].extend(extra_clients)
     raw.update(overrides)

@@ -2,6 +2,8 @@
 
 A sealed file is JSON: {"format", "nonce", "ciphertext"} with base64 values. The associated
 data binds the ciphertext to its purpose, so one sealed file cannot be swapped for another.
+Records inside a file can be sealed one by one too (seal_record), each bound to its own place
+(the embedded store binds a secret's path and version).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,6 +79,30 @@ def unseal(key: bytes, sealed: bytes, *, purpose: str) -> bytes:
         raise SealError(f"cannot unseal the {purpose} file: wrong key or tampered file") from None
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise SealError(f"the {purpose} file is not a sealed credbroker file") from None
+
+
+def seal_record(key: bytes, plaintext: bytes, *, bound_to: bytes) -> dict[str, str]:
+    """One record sealed on its own, its associated data `bound_to` (what it belongs to, e.g.
+    its path and version): {"nonce", "ciphertext"}, base64."""
+    nonce = os.urandom(_NONCE_BYTES)
+    ciphertext = AESGCM(key).encrypt(nonce, plaintext, bound_to)
+    return {
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+
+
+def unseal_record(key: bytes, record: Mapping[str, Any], *, bound_to: bytes) -> bytes:
+    """The plaintext of a seal_record() record; SealError unless it was sealed with `key` for
+    exactly `bound_to`."""
+    try:
+        nonce = base64.b64decode(record["nonce"], validate=True)
+        ciphertext = base64.b64decode(record["ciphertext"], validate=True)
+        return AESGCM(key).decrypt(nonce, ciphertext, bound_to)
+    except InvalidTag:
+        raise SealError("a sealed record was not sealed for this place or key") from None
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise SealError("a sealed record is malformed") from None
 
 
 def write_atomically(path: Path, data: bytes) -> None:

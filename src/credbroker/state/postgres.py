@@ -4,6 +4,7 @@ Tables live in their own schema (default `credbroker`):
 
     schema_migrations(version, applied_at)   which migrations ran
     rotation_state(credential, phase, ...)   one row per managed credential (key ids, times)
+    secret_versions_seen(store, path, ...)  the embedded store's rollback watermark
 
 Migrations run at start, inside one transaction that first takes a transaction-level advisory
 lock, so replicas starting together apply each migration exactly once; running them again
@@ -60,6 +61,21 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                     "next_due_at timestamptz, "
                     "schedule_fingerprint text, "
                     "updated_at timestamptz"
+                    ")"
+                ),
+            ),
+        ),
+        Migration(
+            2,
+            "secret_versions_seen: the highest version seen of each secret, per store and path",
+            (
+                (
+                    "CREATE TABLE {schema}.secret_versions_seen ("
+                    "store text NOT NULL, "
+                    "path text NOT NULL, "
+                    "highest_version bigint NOT NULL, "
+                    "updated_at timestamptz NOT NULL DEFAULT now(), "
+                    "PRIMARY KEY (store, path)"
                     ")"
                 ),
             ),
@@ -134,6 +150,31 @@ class PostgresStateStore:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise _error("read", exc) from None
         return [from_row(dict(row)) for row in rows]
+
+    # --- the VersionWatermark protocol ----------------------------------------------------
+
+    async def remember_version(self, store: str, path: str, version: int) -> int:
+        table = f"{self._schema}.secret_versions_seen"
+        if version <= 0:
+            row = await self._fetchrow(
+                f"SELECT highest_version FROM {table} WHERE store = $1 AND path = $2",  # noqa: S608 - fixed names
+                store,
+                path,
+            )
+        else:
+            # One statement: atomic under concurrent replicas, and it never lowers the mark.
+            row = await self._fetchrow(
+                f"INSERT INTO {table} AS seen (store, path, highest_version) "  # noqa: S608 - fixed names
+                "VALUES ($1, $2, $3) ON CONFLICT (store, path) DO UPDATE SET "
+                "highest_version = GREATEST(seen.highest_version, EXCLUDED.highest_version), "
+                "updated_at = CASE WHEN EXCLUDED.highest_version > seen.highest_version "
+                "THEN now() ELSE seen.updated_at END "
+                "RETURNING highest_version",
+                store,
+                path,
+                version,
+            )
+        return 0 if row is None else int(row["highest_version"])
 
     @asynccontextmanager
     async def lock(self, credential: str) -> AsyncIterator[None]:

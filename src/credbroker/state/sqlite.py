@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,6 +58,21 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                     "next_due_at TEXT, "
                     "schedule_fingerprint TEXT, "
                     "updated_at TEXT"
+                    ")"
+                ),
+            ),
+        ),
+        Migration(
+            2,
+            "secret_versions_seen: the highest version seen of each secret, per store and path",
+            (
+                (
+                    "CREATE TABLE secret_versions_seen ("
+                    "store TEXT NOT NULL, "
+                    "path TEXT NOT NULL, "
+                    "highest_version INTEGER NOT NULL, "
+                    "updated_at TEXT NOT NULL, "
+                    "PRIMARY KEY (store, path)"
                     ")"
                 ),
             ),
@@ -118,6 +134,28 @@ class SqliteStateStore:
                 f"SELECT {', '.join(COLUMNS)} FROM rotation_state ORDER BY credential"  # noqa: S608 - fixed column names
             ).fetchall()
             return [from_row(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+
+        return await self._run(op)
+
+    # --- the VersionWatermark protocol ----------------------------------------------------
+
+    async def remember_version(self, store: str, path: str, version: int) -> int:
+        now = datetime.now(UTC).isoformat()
+
+        def op(db: sqlite3.Connection) -> int:
+            if version > 0:
+                db.execute(  # one statement in autocommit mode: atomic, never lowers it
+                    "INSERT INTO secret_versions_seen (store, path, highest_version, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (store, path) DO UPDATE SET "
+                    "highest_version = excluded.highest_version, updated_at = excluded.updated_at "
+                    "WHERE excluded.highest_version > secret_versions_seen.highest_version",
+                    (store, path, version, now),
+                )
+            row = db.execute(
+                "SELECT highest_version FROM secret_versions_seen WHERE store = ? AND path = ?",
+                (store, path),
+            ).fetchone()
+            return 0 if row is None else int(row[0])
 
         return await self._run(op)
 
