@@ -89,6 +89,7 @@ def broker_settings(
     key_file = state / "seal.key"
     if not key_file.exists():
         key_file.write_text(new_key())
+        key_file.chmod(0o600)
     raw: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0},
         "secret_store": {

@@ -57,6 +57,7 @@ def fallback_config(rgw: RgwServer, state: Path, **options: Any) -> dict[str, An
     key_file = state / "fallback.key"
     if not key_file.exists():
         key_file.write_text(new_key())
+        key_file.chmod(0o600)
     return {
         "credentials_path": "credbroker/object-store/read-only",
         "role_arn": rgw.read_role_arn,

@@ -92,6 +92,7 @@ def settings_for(
     key_file = state / "seal.key"
     if not key_file.exists():
         key_file.write_text(new_key())
+        key_file.chmod(0o600)
     raw: dict[str, Any] = {
         "secret_store": store
         or {

@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,9 +37,16 @@ def load_key(*, env_var: str | None = None, key_file: Path | None = None) -> byt
     elif key_file is not None:
         source = f"key file {key_file}"
         try:
+            mode = stat.S_IMODE(key_file.stat().st_mode)
             encoded = key_file.read_text().strip()
         except OSError as exc:
             raise SealError(f"cannot read {source}: {exc.strerror}") from None
+        if mode & 0o077:
+            # The key opens every sealed secret: anyone else able to read it has them all.
+            raise SealError(
+                f"{source} is readable by group or others (mode {mode:04o}); "
+                f"run: chmod 600 {key_file}"
+            )
     if not encoded:
         raise SealError(
             f"no sealing key: set {env_var or 'a key environment variable'} or a key file"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from credbroker.errors import SealError
 from credbroker.secrets import embedded
 from credbroker.secrets.embedded import EmbeddedSecretStore
-from credbroker.secrets.sealing import write_atomically
+from credbroker.secrets.sealing import load_key, new_key, write_atomically
 
 
 async def test_a_failed_write_leaves_the_old_version_current(
@@ -54,3 +55,20 @@ def test_concurrent_atomic_writes_never_share_a_temporary_file(tmp_path: Path) -
     assert target.read_bytes() in payloads  # whole, never a mix or a truncation
     assert [p.name for p in tmp_path.iterdir()] == ["cache.sealed"]
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "seal.key"
+    key = new_key()
+    key_file.write_text(key)
+    key_file.chmod(0o644)
+    with pytest.raises(
+        SealError, match=r"readable by group or others \(mode 0644\).*chmod 600"
+    ) as info:
+        load_key(key_file=key_file)
+    assert key not in info.value.message
+    key_file.chmod(0o640)
+    with pytest.raises(SealError, match="mode 0640"):
+        load_key(key_file=key_file)
+    key_file.chmod(0o600)
+    assert len(load_key(key_file=key_file)) == 32

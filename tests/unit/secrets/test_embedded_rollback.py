@@ -244,6 +244,7 @@ def test_the_cli_refuses_a_rolled_back_file(
 ) -> None:
     """`credbroker secrets put/get` use the same watermark as the server (the state store)."""
     (tmp_path / "seal.key").write_text(new_key())
+    (tmp_path / "seal.key").chmod(0o600)
     config = tmp_path / "credbroker.yaml"
     config.write_text(
         json.dumps(
