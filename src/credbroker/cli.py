@@ -12,8 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import load_settings
@@ -113,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from credbroker.web import server
     from credbroker.web.app import create_app
 
     settings = load_settings(args.config)
@@ -121,16 +120,9 @@ def _serve(args: argparse.Namespace) -> int:
         _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=None,
-        # Idle keep-alive connections, and connections still sending their request headers,
-        # are closed after this (aiohttp's own timer); bodies get limits.body_timeout_seconds
-        # from web/limits.py.
-        keepalive_timeout=settings.limits.keepalive_timeout_seconds,
-    )
+    # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
+    # a first request's headers, which run_app lacks (web/server.py).
+    server.run(create_app(settings), host=host, port=port, limits=settings.limits)
     return 0
 
 

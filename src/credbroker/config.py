@@ -230,9 +230,13 @@ class LimitsConfig(_Model):
     burst: int = Field(default=100, ge=1, le=1_000_000)
     # Vends and presigns being worked on at once (all clients); past it 503 overloaded.
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    # Open client connections (`credbroker serve`); past it a new one gets 503 overloaded.
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    # A new connection's first request line and headers must arrive within this, else closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     # A request body must arrive within this (else 408, connection closed).
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    # An idle keep-alive connection, or one that has not finished sending its request
+    # An idle keep-alive connection, or one that has not finished sending a later request's
     # headers, is closed after this.
     keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
 

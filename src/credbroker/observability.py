@@ -63,13 +63,14 @@ class Metrics:
         )
         self.overloaded = Counter(
             "credbroker_overloaded",
-            "Requests refused with 503 overloaded, by which cap",
+            "Requests and connections refused with 503 overloaded, by which cap",
             ["cap"],
             registry=r,
         )
         self.in_flight = Gauge(
             "credbroker_in_flight", "Vends and presigns being worked on", registry=r
         )
+        self.connections = Gauge("credbroker_connections", "Open client connections", registry=r)
         # Rotation of the broker's own keys (rotation/rotate.py). Alert on a failure streak
         # (rotation_consecutive_failures > 0) and on a stale last success.
         self.rotations = Counter(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from credbroker.web import server
+from credbroker.web.app import create_app
 from credbroker.web.appkeys import RUNTIME
 from credbroker.web.readiness import Readiness
 from support.rgw_server import RgwServer
@@ -151,6 +155,7 @@ async def test_a_stalled_body_is_cut_off(limited: Harness) -> None:
         + body[:10]
     )
     await writer.drain()
+    started = time.monotonic()
     try:
         answer = await asyncio.wait_for(reader.read(), timeout=60)  # to EOF: it closes
     finally:
@@ -160,3 +165,57 @@ async def test_a_stalled_body_is_cut_off(limited: Harness) -> None:
     assert b'"code": "request_timeout"' in payload
     # Another client's request on a fresh connection is served meanwhile and after.
     assert await vend(limited, "ops-writer", {"space": "OPS", "access": "write"}) == 201
+    print(
+        f"\n[stalled body] 408 and closed after {time.monotonic() - started:.1f}s (deadline 0.5s)"
+    )
+
+
+async def test_serve_caps_connections_and_cuts_off_unfinished_headers(limited: Harness) -> None:
+    """`credbroker serve`'s own listener (web/server.py) on the real broker: a connection
+    whose first headers never end is closed (deadline 0.5 s here); past 3 open connections
+    a new one gets 503 overloaded; once they close, a vend over HTTP gets its 201."""
+    limits = limited.settings.limits.model_copy(
+        update={"header_timeout_seconds": 0.5, "max_connections": 3}
+    )
+    stop = asyncio.Event()
+    ports: list[int] = []
+    app = create_app(limited.settings)
+    serving = asyncio.create_task(
+        server.serve(app, host="127.0.0.1", port=0, limits=limits, stop=stop, started=ports.append)
+    )
+    try:
+        while not ports:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        port = ports[0]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/credentials HTTP/1.1\r\nHost: broker\r\nContent-Ty")
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), timeout=60) == b""  # closed
+        closed_after = time.monotonic() - started
+        writer.close()
+
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refused = await asyncio.wait_for(reader.read(), timeout=60)
+        writer.close()
+        assert refused.startswith(b"HTTP/1.1 503") and b'"overloaded"' in refused, refused
+        for _, held_writer in held:
+            held_writer.close()
+
+        token = limited.tokens["ops-writer"]
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):  # until the held connections are seen closed
+                async with http.post(
+                    f"http://127.0.0.1:{port}/v1/credentials",
+                    json={"space": "OPS", "access": "write"},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
+                    if response.status != 503:
+                        break
+                await asyncio.sleep(0.05)
+            assert response.status == 201
+    finally:
+        stop.set()
+        await serving
+    print(f"\n[stalled headers] closed after {closed_after:.1f}s (deadline 0.5s)")

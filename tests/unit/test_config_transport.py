@@ -133,7 +133,7 @@ def test_serve_warns_once_per_insecure_target_at_start(
     )
     started: list[object] = []
     monkeypatch.setattr("credbroker.web.app.create_app", lambda settings: settings)
-    monkeypatch.setattr("aiohttp.web.run_app", lambda app, **kwargs: started.append(app))
+    monkeypatch.setattr("credbroker.web.server.run", lambda app, **kwargs: started.append(app))
     with caplog.at_level(logging.WARNING, logger="credbroker.cli"):
         assert main(["serve", "--config", str(write(tmp_path, data))]) == 0
     assert len(started) == 1
@@ -150,7 +150,7 @@ def test_serve_is_silent_when_transport_is_secure(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("credbroker.web.app.create_app", lambda settings: settings)
-    monkeypatch.setattr("aiohttp.web.run_app", lambda app, **kwargs: None)
+    monkeypatch.setattr("credbroker.web.server.run", lambda app, **kwargs: None)
     data = config(secret_store=VAULT, allow_insecure_transport=True)
     with caplog.at_level(logging.WARNING, logger="credbroker.cli"):
         assert main(["serve", "--config", str(write(tmp_path, data))]) == 0

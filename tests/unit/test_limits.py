@@ -117,7 +117,10 @@ def test_limits_are_on_by_default_and_a_client_may_have_its_own() -> None:
         {"limits": {"max_in_flight": 0}},
         {"limits": {"body_timeout_seconds": 0}},
         {"limits": {"keepalive_timeout_seconds": -1}},
-        {"limits": {"max_connections": 10}},
+        {"limits": {"max_connections": 0}},
+        {"limits": {"header_timeout_seconds": 0}},
+        {"limits": {"unknown": 1}},
+        {"clients": [{"id": "x", "token_sha256": "c" * 64, "spaces": ["ENG"], "burst": 0}]},
     ],
 )
 def test_nonsense_limits_are_refused(bad: dict[str, Any]) -> None:

@@ -18,9 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker.callers.tokens import TokenAuth
 from credbroker.cli import main
+from credbroker.config import LimitsConfig
 from credbroker.domain import Access, Client
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.observability import Metrics
+from credbroker.web import server
 from credbroker.web.appkeys import METRICS, RUNTIME
 from credbroker.web.errors import error_middleware
 from credbroker.web.limits import limits_middleware
@@ -143,7 +145,7 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
         assert route.entered == 0
 
 
-def test_serve_gives_aiohttp_the_keepalive_timeout(
+def test_serve_runs_our_server_with_the_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = {
@@ -153,12 +155,85 @@ def test_serve_gives_aiohttp_the_keepalive_timeout(
             "credentials_path": "p",
         },
         "spaces": {"ENG": {"bucket": "cb-main", "prefix": "ENG/"}},
-        "limits": {"keepalive_timeout_seconds": 7},
+        "limits": {"keepalive_timeout_seconds": 7, "max_connections": 9},
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     started: list[dict[str, Any]] = []
     monkeypatch.setattr("credbroker.web.app.create_app", lambda settings: settings)
-    monkeypatch.setattr("aiohttp.web.run_app", lambda app, **kwargs: started.append(kwargs))
-    assert main(["serve", "--config", str(path)]) == 0
-    assert started[0]["keepalive_timeout"] == 7
+    monkeypatch.setattr("credbroker.web.server.run", lambda app, **kwargs: started.append(kwargs))
+    assert main(["serve", "--config", str(path), "--port", "0"]) == 0
+    limits = started[0]["limits"]
+    assert (limits.keepalive_timeout_seconds, limits.max_connections) == (7, 9)
+    assert started[0]["port"] == 0
+
+
+# --- web/server.py: the connection cap and the first headers' deadline -------------------------
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def running(limits_config: LimitsConfig) -> AsyncIterator[int]:
+    app = web.Application()
+    app[METRICS] = Metrics()
+    app.router.add_get("/", hello)
+    stop = asyncio.Event()
+    ports: list[int] = []
+    task = asyncio.create_task(
+        server.serve(
+            app, host="127.0.0.1", port=0, limits=limits_config, stop=stop, started=ports.append
+        )
+    )
+    while not ports:
+        await asyncio.sleep(0.01)
+    try:
+        yield ports[0]
+    finally:
+        stop.set()
+        await task
+
+
+async def test_past_the_connection_cap_a_new_connection_gets_503_overloaded() -> None:
+    async for port in running(LimitsConfig(max_connections=2)):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), timeout=30)  # then closed
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b'"code": "overloaded"' in answer and b"Retry-After: 1" in answer
+        for _, w in held:
+            w.close()
+        # Closed connections free their places.
+        for _ in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), timeout=30)
+            writer.close()
+            if answer.startswith(b"HTTP/1.1 200"):
+                break
+            await asyncio.sleep(0.02)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+async def test_first_headers_that_never_end_are_cut_off_and_complete_ones_are_served() -> None:
+    async for port in running(LimitsConfig(header_timeout_seconds=0.1)):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow")
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""  # closed, no answer
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHo")  # the header end arrives split across writes
+        await writer.drain()
+        writer.write(b"st: x\r\n\r")
+        await writer.drain()
+        writer.write(b"\n")
+        status = await asyncio.wait_for(reader.readline(), timeout=30)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        await asyncio.sleep(0.3)  # past the header deadline: a served connection stays open
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), timeout=30)
+        writer.close()
+        assert b"HTTP/1.1 200" in rest

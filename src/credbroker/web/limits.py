@@ -1,6 +1,6 @@
 """Fair use over HTTP: per-client rate limit, body deadline and in-flight cap (a middleware),
-and what aiohttp's own server does (`credbroker serve`): limits.keepalive_timeout_seconds closes
-an idle connection, and one whose request headers have not all arrived.
+all in memory, per replica. Open connections and header deadlines are `credbroker serve`'s
+listener (web/server.py).
 
 On POST /v1/credentials and /v1/presign, in this order:
     rate limit    429 rate_limited + Retry-After (the caller's own bucket; unauthenticated

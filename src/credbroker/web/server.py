@@ -1,0 +1,174 @@
+"""`credbroker serve`: aiohttp's AppRunner behind a listening socket of our own, for what
+aiohttp's run_app cannot do (aiohttp 3.14):
+
+- a cap on open connections (limits.max_connections): past it a new connection gets one 503
+  `overloaded` and is closed, before anything is parsed;
+- a deadline for the first request's headers (limits.header_timeout_seconds): aiohttp arms its
+  keep-alive timer only once a first keep-alive response went out, so a connection that never
+  finishes its first request line and headers would otherwise stay open for good. Later
+  requests on the connection get aiohttp's keep-alive timeout (limits.keepalive_timeout_seconds).
+
+Each connection's protocol is aiohttp's own request handler behind a thin relay that counts it
+and watches for the end of the first header block; nothing else is changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from credbroker.config import LimitsConfig
+from credbroker.observability import Metrics
+from credbroker.web.appkeys import METRICS
+
+log = logging.getLogger("credbroker.web.server")
+
+_HEADERS_END = b"\r\n\r\n"
+
+
+class ConnectionGuard:
+    """A protocol factory for loop.create_server around aiohttp's `web.Server`."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        *,
+        max_connections: int,
+        header_timeout_seconds: float,
+        metrics: Metrics,
+    ) -> None:
+        self._server = server
+        self._max = max_connections
+        self._header_timeout = header_timeout_seconds
+        self._metrics = metrics
+        self.open = 0
+        metrics.connections.set_function(lambda: self.open)
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open >= self._max:
+            self._metrics.overloaded.labels("connections").inc()
+            return _Refuse()
+        self.open += 1
+        return _Relay(self, self._server())
+
+    def _closed(self) -> None:
+        self.open -= 1
+
+
+class _Relay(asyncio.Protocol):
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._timer: asyncio.TimerHandle | None = None
+        self._tail = b""  # the end of what arrived, to find a header end split across reads
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard._header_timeout, self._too_slow, transport)
+        self._inner.connection_made(transport)
+
+    def _too_slow(self, transport: asyncio.BaseTransport) -> None:
+        self._timer = None
+        log.info("closing a connection whose first request headers did not arrive in time")
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            seen = self._tail + data
+            if _HEADERS_END in seen:
+                self._timer.cancel()
+                self._timer = None
+            else:
+                self._tail = seen[-(len(_HEADERS_END) - 1) :]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._guard._closed()
+        self._inner.connection_lost(exc)
+
+
+def _overloaded_bytes() -> bytes:
+    body = json.dumps(
+        {"error": {"code": "overloaded", "message": "too many open connections; retry shortly"}}
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_OVERLOADED = _overloaded_bytes()
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection past the cap: one 503 overloaded, then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_OVERLOADED)
+        transport.close()
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    limits: LimitsConfig,
+    stop: asyncio.Event,
+    started: Callable[[int], None] | None = None,
+) -> None:
+    """Serve `app` until `stop` is set, then shut down as run_app does (stop listening, let
+    requests in progress finish, run the app's cleanup). `started` gets the bound port."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout_seconds)
+    await runner.setup()
+    try:
+        assert runner.server is not None  # set by setup()
+        guard = ConnectionGuard(
+            runner.server,
+            max_connections=limits.max_connections,
+            header_timeout_seconds=limits.header_timeout_seconds,
+            metrics=app[METRICS],
+        )
+        listener = await asyncio.get_running_loop().create_server(guard, host, port)
+        bound = listener.sockets[0].getsockname()[1]
+        log.info("serving on http://%s:%d", host, bound)
+        if started is not None:
+            started(bound)
+        try:
+            await stop.wait()
+        finally:
+            listener.close()
+    finally:
+        await runner.cleanup()
+
+
+def run(app: web.Application, *, host: str, port: int, limits: LimitsConfig) -> None:
+    """`credbroker serve`: until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, host=host, port=port, limits=limits, stop=stop)
+
+    asyncio.run(main())
