@@ -12,6 +12,9 @@ class CredbrokerError(Exception):
     status = 500
     # Seconds after which trying again makes sense (503s), when the broker knows.
     retry_after: float | None = None
+    # True once the use case wrote its own audit record of this refusal (the web layer then
+    # writes none: one record per decision).
+    audited: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -256,6 +256,7 @@ class Broker:
                     "code": exc.code,
                 }
             )
+            exc.audited = True
             raise
         return scope, policy
 
@@ -352,12 +353,14 @@ class Broker:
                 "expires": credentials.expiration.isoformat(),
             }
         )
-        raise KeyOutlivesRequest(
+        refused = KeyOutlivesRequest(
             f"the object store issued a key valid until {credentials.expiration.isoformat()}, "
             f"{int(over)} s longer than asked; MinIO ignores the requested duration when the "
             "server sets MINIO_STS_DURATION: unset it (or set it no longer than "
             "object_store.ttl.min_seconds). The key was not handed out."
         )
+        refused.audited = True
+        raise refused
 
     async def _record(
         self,

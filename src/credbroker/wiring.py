@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import (
@@ -177,7 +178,8 @@ def build_caller_auth(settings: Settings) -> CallerAuth:
 
 
 def build_audit(settings: Settings) -> AuditSink:
-    return JsonLinesAudit(settings.audit.path)
+    """The audit sink; inside an API request each record also names the caller."""
+    return RequestAudit(JsonLinesAudit(settings.audit.path))
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -353,6 +355,7 @@ class Runtime:
 
     caller_auth: CallerAuth
     broker: Broker
+    audit: AuditSink  # the process's one sink (refusals the web layer answers go here too)
     secret_store: SecretStore
     issuer: Issuer
     fallback: ReadOnlyFallback | None
@@ -442,6 +445,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                 )
         yield Runtime(
             caller_auth=build_caller_auth(settings),
+            audit=audit,
             broker=broker,
             secret_store=store,
             issuer=issuer,

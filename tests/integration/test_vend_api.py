@@ -234,7 +234,9 @@ async def test_clients_get_only_their_spaces_and_access(
         "space": body["space"],
         "access": body["access"],
         "code": code,
+        "source": "127.0.0.1",  # the caller's address, on every record of a request
     }
+    assert len([d for d in denials if d.get("code") == code]) == 1  # one record per decision
 
 
 @pytest.mark.parametrize(

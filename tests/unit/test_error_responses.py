@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from credbroker.audit.context import RequestAudit
 from credbroker.callers.tokens import TokenAuth
 from credbroker.domain import Access, Client
 from credbroker.errors import InvalidRequest
@@ -29,6 +30,7 @@ from credbroker.web.schemas import (
     PresignBody,
 )
 from credbroker.wiring import Runtime
+from tests.fakes import FakeAudit
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,8 @@ async def client() -> AsyncIterator[Served]:
     app[METRICS] = Metrics()
     clients = [(hashlib.sha256(TOKEN.encode()).hexdigest(), ALICE)]
     app[RUNTIME] = cast(
-        Runtime, SimpleNamespace(caller_auth=TokenAuth(clients), broker=_Unreached())
+        Runtime,
+        SimpleNamespace(caller_auth=TokenAuth(clients), broker=_Unreached(), audit=AUDIT),
     )
     app.router.add_post("/v1/credentials", handlers.create_credentials)
     app.router.add_post("/v1/presign", handlers.create_presigned_url)
@@ -91,6 +94,9 @@ async def client() -> AsyncIterator[Served]:
 
 
 ALICE = Client("alice", frozenset({"ENG"}), Access.WRITE, 3600)
+# The audit sink the views' refusals go to; RequestAudit adds who asked, as wiring does.
+AUDIT_RECORDS = FakeAudit()
+AUDIT = RequestAudit(AUDIT_RECORDS)
 _HOSTILE_BODIES = {
     "a 5,000-digit ttl": b'{"space": "ENG", "access": "read", "ttl_seconds": ' + b"9" * 5000 + b"}",
     "a 4,000-digit ttl": b'{"space": "ENG", "access": "read", "ttl_seconds": ' + b"9" * 4000 + b"}",
@@ -286,3 +292,27 @@ def test_the_documented_examples_are_valid_bodies(
 ) -> None:
     for example in model.model_json_schema()["examples"]:
         model.model_validate(example)
+
+
+async def test_refusals_are_audited_once_with_the_caller(client: Served) -> None:
+    """Every refused API call leaves one record naming the route, status, code, the caller's
+    address and, once the token was checked, the client."""
+    AUDIT_RECORDS.events.clear()
+    async with client.session.post("/v1/credentials", data=b"{}") as answer:
+        assert answer.status == 401
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with client.session.post("/v1/credentials", data=b"[", headers=headers) as answer:
+        assert answer.status == 400
+    async with client.session.get("/openapi.json") as answer:
+        assert answer.status == 200
+    first, second = AUDIT_RECORDS.events
+    assert {k: first[k] for k in ("event", "route", "status", "code", "source")} == {
+        "event": "refused",
+        "route": "/v1/credentials",
+        "status": 401,
+        "code": "unauthenticated",
+        "source": "127.0.0.1",
+    }
+    assert "client" not in first
+    assert (second["status"], second["client"], second["source"]) == (400, "alice", "127.0.0.1")
+    assert TOKEN not in repr(AUDIT_RECORDS.events)

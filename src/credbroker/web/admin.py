@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from credbroker.audit import context as audit_context
 from credbroker.domain import Client
 from credbroker.errors import (
     InvalidRequest,
@@ -38,6 +39,7 @@ from credbroker.web.appkeys import RUNTIME
 
 def _admin(request: web.Request) -> Client:
     client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+    audit_context.CLIENT.set(client.id)  # the rotation records name who forced it
     if not client.admin:
         raise NotAllowed(f"client {client.id} is not an admin", code="admin_required")
     return client

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import math
 import time
+from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from credbroker.audit import context as audit_context
 from credbroker.errors import CredbrokerError, UpstreamError
-from credbroker.web.appkeys import METRICS
+from credbroker.web.appkeys import METRICS, RUNTIME
 
 log = logging.getLogger("credbroker.web")
 
@@ -49,6 +51,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     )
     started = time.perf_counter()
     outcome = "ok"
+    # Every audit record written while this request is served names the caller's address.
+    source = audit_context.SOURCE.set(request.remote)
+    client = audit_context.CLIENT.set(None)
     try:
         return await handler(request)
     except CredbrokerError as exc:
@@ -56,6 +61,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, UpstreamError):
             metrics.upstream_failures.labels(exc.upstream, exc.code).inc()
             log.warning("%s %s: %s (%s)", request.method, route, exc.message, exc.code)
+        if not exc.audited:
+            await _audit_refusal(request, route, exc.status, exc.code)
         response = error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="credbroker"'  # RFC 6750
@@ -63,11 +70,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ClientGone:
         outcome = "client_disconnected"
         log.info("%s %s: the client hung up before the body ended", request.method, route)
+        await _audit_refusal(request, route, 400, outcome)
         return error_response(400, outcome, "the connection closed before the body ended")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         outcome = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        await _audit_refusal(request, route, exc.status, outcome)
         response = error_response(exc.status, outcome, exc.reason)
         if "Allow" in exc.headers:  # 405 must say which methods are allowed (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
@@ -82,3 +91,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         metrics.requests.labels(route, outcome).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - started)
+        audit_context.CLIENT.reset(client)
+        audit_context.SOURCE.reset(source)
+
+
+async def _audit_refusal(request: web.Request, route: str, status: int, code: str) -> None:
+    """One record per refused API call the use cases did not record themselves (401, admin
+    403, malformed bodies, 429, upstream failures, ...). Health, metrics and the API document
+    are not decisions. Never fails the answer: an audit sink that fails is logged."""
+    if not request.path.startswith("/v1/"):
+        return
+    runtime = request.app.get(RUNTIME)
+    if runtime is None:
+        return
+    event = {
+        "ts": datetime.now(UTC).isoformat(),
+        "event": "refused",
+        "method": request.method,
+        "route": route,
+        "status": status,
+        "code": code,
+    }
+    try:
+        await runtime.audit.record(event)
+    except Exception as exc:  # the answer still goes out; the failure is visible in the log
+        log.error("audit record of a refusal failed: %s", type(exc).__name__)

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from credbroker.audit import context as audit_context
 from credbroker.domain import Access, Client
 from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
@@ -28,7 +29,9 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def _client(request: web.Request) -> Client:
-    return request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+    client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+    audit_context.CLIENT.set(client.id)  # later audit records of this request name it
+    return client
 
 
 async def _parse(request: web.Request, model: type[Body]) -> Body:

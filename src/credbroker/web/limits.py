@@ -18,6 +18,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from credbroker.audit import context as audit_context
 from credbroker.errors import Overloaded, RateLimited, RequestTimeout
 from credbroker.limits import Limits
 from credbroker.observability import Metrics
@@ -60,6 +61,7 @@ def _check_rate(request: web.Request, rate: RateLimiter, metrics: Metrics) -> No
         client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
     except Exception:  # only picks the bucket: the handler authenticates and answers
         return
+    audit_context.CLIENT.set(client.id)  # a 429's audit record names who was limited
     wait = rate.try_acquire(client.id)
     if wait > 0:
         metrics.rate_limited.labels(client.id).inc()
