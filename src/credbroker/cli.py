@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
-from credbroker.config import load_settings
+from credbroker.config import Settings, load_settings
 from credbroker.errors import CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
@@ -158,13 +159,16 @@ def _secrets_put(args: argparse.Namespace) -> int:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         print("credbroker: standard input must be a JSON object of strings", file=sys.stderr)
         return 2
-    store = wiring.build_secret_store(load_settings(args.config))
+    settings = load_settings(args.config)
+    store = wiring.build_secret_store(settings)
 
     async def put() -> int:
         try:
-            return await store.write(args.path, data, cas=args.cas)
+            version = await store.write(args.path, data, cas=args.cas)
         finally:
             await store.close()
+        await _audit_cli(settings, "secret_written", args.path, version, fields=sorted(data))
+        return version
 
     version = asyncio.run(put())
     print(f"{args.path}: wrote version {version} ({', '.join(sorted(data))})")
@@ -172,18 +176,45 @@ def _secrets_put(args: argparse.Namespace) -> int:
 
 
 def _secrets_get(args: argparse.Namespace) -> int:
-    store = wiring.build_secret_store(load_settings(args.config))
+    settings = load_settings(args.config)
+    store = wiring.build_secret_store(settings)
 
     async def get() -> int:
         try:
             secret = await store.read(args.path)
         finally:
             await store.close()
+        if args.reveal:  # a person saw the secret: that is a decision worth a record
+            await _audit_cli(
+                settings, "secret_revealed", args.path, secret.version, fields=sorted(secret.data)
+            )
         shown = dict(secret.data) if args.reveal else {k: "(hidden)" for k in secret.data}
         print(json.dumps({"path": args.path, "version": secret.version, "data": shown}, indent=2))
         return 0
 
     return asyncio.run(get())
+
+
+async def _audit_cli(
+    settings: Settings, event: str, path: str, version: int, *, fields: list[str]
+) -> None:
+    """An audit record of an operator's secret-store command: who (the OS user), what (path,
+    version, field names), never a value."""
+    audit = wiring.build_audit(settings)
+    try:
+        await audit.record(
+            {
+                "ts": datetime.now(UTC).isoformat(),
+                "event": event,
+                "path": path,
+                "version": version,
+                "fields": fields,
+                "via": "cli",
+                "os_user": getpass.getuser(),
+            }
+        )
+    finally:
+        await audit.close()
 
 
 def _rotate(args: argparse.Namespace) -> int:
