@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import stat
 import typing
 import uuid
 from collections.abc import AsyncIterator
@@ -311,3 +312,13 @@ def test_migrations_are_numbered_from_one_without_a_gap() -> None:
         checked([one, three])
     with pytest.raises(ValueError, match="no statement"):
         checked([Migration(1, "empty", ())])
+
+
+async def test_a_new_sqlite_state_file_is_private(tmp_path: Path) -> None:
+    store = await SqliteStateStore.open(tmp_path / "state" / "rotation.sqlite3")
+    try:
+        await store.save(RotationRecord("service"))
+    finally:
+        await store.close()
+    for path in (tmp_path / "state").glob("rotation.sqlite3*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

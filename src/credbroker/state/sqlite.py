@@ -210,6 +210,9 @@ class SqliteStateStore:
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 (SQLite gives its -wal and -shm files the same mode): key ids and
+            # rotation history are nobody else's business.
+            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=5000")

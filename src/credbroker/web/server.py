@@ -169,6 +169,12 @@ def run(app: web.Application, *, host: str, port: int, limits: LimitsConfig) -> 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # logrotate's usual postrotate: the audit file follows rotation by itself, so a HUP
+        # only says so (and no longer ends the process, Python's default).
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: log.info("SIGHUP: the audit file follows log rotation by itself"),
+        )
         await serve(app, host=host, port=port, limits=limits, stop=stop)
 
     asyncio.run(main())
