@@ -35,6 +35,7 @@ from credbroker.errors import (
 from credbroker.rotation.model import Outcome, RunResult
 from credbroker.rotation.rotate import Rotator
 from credbroker.web.appkeys import RUNTIME
+from credbroker.web.schemas import RotationOutcome
 
 
 def _admin(request: web.Request) -> Client:
@@ -90,7 +91,8 @@ async def rotate(request: web.Request) -> web.Response:
             f"{record.old_key_id} now and rotates; ?wait=true waits for the grace first",
             code=RunResult.GRACE_NOT_OVER.value,
         )
-    return web.json_response(_outcome(outcome), headers={"Cache-Control": "no-store"})
+    answer = RotationOutcome.model_validate(_outcome(outcome)).model_dump()
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
 
 def _flag(request: web.Request, name: str) -> bool:

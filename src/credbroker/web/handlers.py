@@ -23,6 +23,7 @@ from credbroker.web.schemas import (
     Health,
     PresignBody,
     PresignedUrl,
+    Readiness,
 )
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -139,7 +140,10 @@ async def readyz(request: web.Request) -> web.Response:
     fallback serves reads (they work, so stay in rotation); 503 "not_ready" otherwise. From a
     cached, single-flight probe (web/readiness.py): a flood of these never reaches upstream."""
     status, body = await request.app[RUNTIME].readiness.report()
-    return web.json_response(body, status=status)
+    # Through the model the OpenAPI document describes: the answer cannot drift from it.
+    return web.json_response(
+        Readiness.model_validate(body).model_dump(exclude_none=True), status=status
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description served at GET /openapi.json, built from the pydantic models the
 handlers parse and answer with (web/schemas.py): nothing here restates a field.
 
-It describes the caller-facing API: the two vend routes, /healthz and itself. Errors share one
-envelope whatever the status.
+It describes every route: the two vend routes, the admin rotation routes, /healthz, /readyz,
+/metrics and itself. Errors share one envelope whatever the status.
 """
 
 from __future__ import annotations
@@ -21,14 +21,23 @@ from credbroker.web.schemas import (
     Health,
     PresignBody,
     PresignedUrl,
+    Readiness,
+    RotationOutcome,
+    RotationStatuses,
 )
 
 _REF = "#/components/schemas/{model}"
+_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}  # config: a managed key
 
 _REFUSALS = {
     "400": "malformed or hostile input: invalid_json, invalid_field, invalid_space, ...",
     "401": "missing, malformed or unknown token",
-    "403": "the space or access is not allowed for this client",
+    "403": "the space or access is not allowed for this client (or it is not an admin)",
+    "404": "no such managed key, or no rotation configured",
+    "408": "the request body did not arrive in time",
+    "409": "a rotation holds the lock, is in its grace (grace_not_over), or the store is read-only",
+    "429": "over the client's rate limit (Retry-After says when to try again)",
+    "502": "an upstream answered and refused",
     "413": "body too large",
     "415": "not application/json",
     "503": "an upstream is unreachable (Retry-After says when to try again)",
@@ -45,6 +54,9 @@ def document() -> dict[str, Any]:
         (PresignedUrl, "serialization"),
         (Health, "serialization"),
         (ErrorBody, "serialization"),
+        (Readiness, "serialization"),
+        (RotationOutcome, "serialization"),
+        (RotationStatuses, "serialization"),
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
 
@@ -88,6 +100,63 @@ def document() -> dict[str, Any]:
                             "description": "up",
                             "content": json_content(Health, "serialization"),
                         }
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Would a vend succeed? From a cached, single-flight probe",
+                    "responses": {
+                        "200": {
+                            "description": "ready, or degraded (reads served read-only)",
+                            "content": json_content(Readiness, "serialization"),
+                        },
+                        "503": {
+                            "description": "not_ready",
+                            "content": json_content(Readiness, "serialization"),
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "the text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/admin/rotations": {
+                "get": {
+                    "summary": "Every managed key's rotation status (admin clients)",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {
+                            "description": "key ids, ages, phases; never a secret",
+                            "content": json_content(RotationStatuses, "serialization"),
+                        },
+                        **errors,
+                    },
+                }
+            },
+            "/v1/admin/rotations/{name}": {
+                "post": {
+                    "summary": "Rotate now: a new key (admin clients)",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": _NAME},
+                        {"name": "wait", "in": "query", "schema": {"type": "boolean"}},
+                        {"name": "end_grace", "in": "query", "schema": {"type": "boolean"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "what the forced run did",
+                            "content": json_content(RotationOutcome, "serialization"),
+                        },
+                        **errors,
                     },
                 }
             },

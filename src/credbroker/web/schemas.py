@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from credbroker.policy import is_printable_text
+from credbroker.rotation.model import ManagedKeyStatus
 
 MAX_TTL_SECONDS = 7 * 24 * 3600  # the broker clamps further: store maximum, client maximum
 
@@ -126,3 +127,43 @@ class ErrorBody(_Answer):
     """Every refusal and failure, whatever the status (web/errors.py)."""
 
     error: ErrorDetail
+
+
+class ReadinessCheck(_Answer):
+    """One named check of GET /readyz (secret_store, object_store, read_only_fallback)."""
+
+    ok: bool
+    code: str | None = None
+    message: str | None = None
+    age_seconds: float | None = None  # the read-only fallback key's age
+    max_staleness_seconds: float | None = None
+
+
+class Readiness(_Answer):
+    """GET /readyz: 200 ready or degraded (reads served read-only), 503 not_ready."""
+
+    status: Literal["ready", "degraded", "not_ready"]
+    reason: str | None = None
+    checks: dict[str, ReadinessCheck]
+
+
+class RotationOutcome(_Answer):
+    """200 from POST /v1/admin/rotations/{name}: what the forced run did. Key ids only."""
+
+    credential: str
+    result: str
+    phase: str
+    current_key_id: str | None = Field(alias="currentKeyId")
+    old_key_id: str | None = Field(alias="oldKeyId")
+    new_key_id: str | None = Field(alias="newKeyId")
+    # The old key of a rotation left in progress, retired before this one began (or null).
+    retired_key_id: str | None = Field(alias="retiredKeyId")
+    stored_at: str | None = Field(alias="storedAt")
+    next_due_at: str | None = Field(alias="nextDueAt")
+    last_success_at: str | None = Field(alias="lastSuccessAt")
+
+
+class RotationStatuses(_Answer):
+    """GET /v1/admin/rotations: every managed key's status (rotation/status.py)."""
+
+    credentials: list[ManagedKeyStatus]
