@@ -22,7 +22,7 @@ from credbroker.config import LimitsConfig
 from credbroker.domain import Access, Client
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.observability import Metrics
-from credbroker.web import server
+from credbroker.web import handlers, server
 from credbroker.web.appkeys import METRICS, RUNTIME
 from credbroker.web.errors import error_middleware
 from credbroker.web.limits import limits_middleware
@@ -237,3 +237,36 @@ async def test_first_headers_that_never_end_are_cut_off_and_complete_ones_are_se
         rest = await asyncio.wait_for(reader.read(), timeout=30)
         writer.close()
         assert b"HTTP/1.1 200" in rest
+
+
+class _CountingAuth:
+    def __init__(self, inner: TokenAuth) -> None:
+        self.inner, self.calls = inner, 0
+
+    def authenticate(self, authorization: str | None) -> Client:
+        self.calls += 1
+        return self.inner.authenticate(authorization)
+
+
+async def test_a_vend_checks_its_token_once() -> None:
+    """The rate limiter's check hands the client to the handler (web/handlers.py _client)."""
+    auth = _CountingAuth(
+        TokenAuth(
+            (hashlib.sha256(token.encode()).hexdigest(), client_named(who))
+            for who, token in TOKENS.items()
+        )
+    )
+    seen: list[str] = []
+
+    async def vend(request: web.Request) -> web.Response:
+        seen.append(handlers._client(request).id)
+        return web.json_response({"ok": True}, status=201)
+
+    app = web.Application(middlewares=[error_middleware, limits_middleware])
+    app[METRICS] = Metrics()
+    app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, limits=limits()))
+    app.router.add_post("/v1/credentials", vend)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.post("/v1/credentials", json={}, headers=headers("a"))
+        assert answer.status == 201
+    assert seen == ["a"] and auth.calls == 1

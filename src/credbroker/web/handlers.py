@@ -15,7 +15,7 @@ from credbroker.domain import Access, Client
 from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
 from credbroker.web import openapi
-from credbroker.web.appkeys import METRICS, RUNTIME
+from credbroker.web.appkeys import CLIENT, METRICS, RUNTIME
 from credbroker.web.errors import ClientGone
 from credbroker.web.schemas import (
     Credentials,
@@ -30,7 +30,10 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def _client(request: web.Request) -> Client:
-    client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+    client = request.get(CLIENT)  # the rate limiter checked the token already
+    if client is None:
+        auth = request.app[RUNTIME].caller_auth
+        client = auth.authenticate(request.headers.get("Authorization"))
     audit_context.CLIENT.set(client.id)  # later audit records of this request name it
     return client
 

@@ -23,7 +23,7 @@ from credbroker.errors import Overloaded, RateLimited, RequestTimeout
 from credbroker.limits import Limits
 from credbroker.observability import Metrics
 from credbroker.ports import RateLimiter
-from credbroker.web.appkeys import METRICS, RUNTIME
+from credbroker.web.appkeys import CLIENT, METRICS, RUNTIME
 
 LIMITED_ROUTES = frozenset({"/v1/credentials", "/v1/presign"})
 
@@ -62,6 +62,7 @@ def _check_rate(request: web.Request, rate: RateLimiter, metrics: Metrics) -> No
     except Exception:  # only picks the bucket: the handler authenticates and answers
         return
     audit_context.CLIENT.set(client.id)  # a 429's audit record names who was limited
+    request[CLIENT] = client  # the handler takes it: one token check per request
     wait = rate.try_acquire(client.id)
     if wait > 0:
         metrics.rate_limited.labels(client.id).inc()
