@@ -16,6 +16,7 @@ from typing import Any
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
+from credbroker.domain import utc_text
 from credbroker.errors import CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
@@ -318,7 +319,7 @@ def _rotation_status(args: argparse.Namespace) -> int:
 
 
 def _when(moment: datetime | None) -> str:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else "-"
+    return utc_text(moment) or "-"
 
 
 def _duration(seconds: float | None) -> str:

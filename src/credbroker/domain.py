@@ -9,6 +9,11 @@ from datetime import datetime
 from typing import ClassVar
 
 
+def utc_text(moment: datetime | None) -> str | None:
+    """A time as every answer and report writes it: ISO 8601 ending in "Z" (None stays None)."""
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
 class Flavor(enum.StrEnum):
     """Which object store speaks STS and S3 for us. Each has its own policy language rules."""
 

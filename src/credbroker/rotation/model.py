@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from credbroker.domain import RotationPhase, RotationRecord, Scope
+from credbroker.domain import RotationPhase, RotationRecord, Scope, utc_text
 from credbroker.rotation.schedule import Schedule
 
 Checkpoint = Callable[[str, RotationPhase], Awaitable[None]]
@@ -119,5 +119,5 @@ class ManagedKeyStatus:
         data = {name: getattr(self, name) for name in self.__slots__}
         for name in ("last_success_at", "next_due_at"):
             value = data[name]
-            data[name] = value.isoformat().replace("+00:00", "Z") if value else None
+            data[name] = utc_text(value)
         return data

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from credbroker.audit import context as audit_context
-from credbroker.domain import Client
+from credbroker.domain import Client, utc_text
 from credbroker.errors import (
     InvalidRequest,
     NotAllowed,
@@ -80,13 +80,13 @@ async def rotate(request: web.Request) -> web.Response:
     if outcome.result is RunResult.FAILED:
         raise RotationFailed(
             f"rotation of {name} failed: {record.last_error}; "
-            f"{outcome.failure_detail(forced=True)}; retried at {_iso(record.next_due_at)}"
+            f"{outcome.failure_detail(forced=True)}; retried at {utc_text(record.next_due_at)}"
         )
     if outcome.result is RunResult.GRACE_NOT_OVER:
         # 409 as for a held lock: the rotation in progress is in the way.
         raise RotationBusy(
             f"{name} not rotated, no key created or deleted: the rotation in progress keeps "
-            f"old key {record.old_key_id} valid until {_iso(record.next_due_at)} (its grace); "
+            f"old key {record.old_key_id} valid until {utc_text(record.next_due_at)} (its grace); "
             f"key {record.current_key_id} stays in service. ?end_grace=true deletes "
             f"{record.old_key_id} now and rotates; ?wait=true waits for the grace first",
             code=RunResult.GRACE_NOT_OVER.value,
@@ -97,10 +97,6 @@ async def rotate(request: web.Request) -> web.Response:
 
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("1", "true", "yes")
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _outcome(outcome: Outcome) -> dict[str, Any]:
@@ -114,7 +110,7 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
         "newKeyId": record.new_key_id,
         # The old key of a rotation left in progress, retired before this one began (or null).
         "retiredKeyId": outcome.retired_key_id,
-        "storedAt": _iso(record.stored_at),
-        "nextDueAt": _iso(record.next_due_at),
-        "lastSuccessAt": _iso(record.last_success_at),
+        "storedAt": utc_text(record.stored_at),
+        "nextDueAt": utc_text(record.next_due_at),
+        "lastSuccessAt": utc_text(record.last_success_at),
     }

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from credbroker.audit import context as audit_context
-from credbroker.domain import Access, Client
+from credbroker.domain import Access, Client, utc_text
 from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
 from credbroker.web import openapi
@@ -127,7 +127,7 @@ async def create_presigned_url(request: web.Request) -> web.Response:
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    return str(utc_text(moment))
 
 
 async def healthz(request: web.Request) -> web.Response:
