@@ -32,6 +32,7 @@ from credbroker.domain import (
     Access,
     Client,
     Flavor,
+    Role,
     SpaceTarget,
     TtlLimits,
 )
@@ -194,7 +195,9 @@ class ClientConfig(_Model):
     spaces: list[str] = Field(min_length=1)
     max_access: Access = Access.READ
     max_ttl_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=MAX_TTL)
+    # admin: true is kept as a short form of adding the admin role.
     admin: bool = False
+    roles: list[Role] = Field(default_factory=lambda: [Role.RULE], min_length=1)
     # This client's own rate limit; unset: limits.rate_per_second and limits.burst.
     rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
     burst: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -210,7 +213,7 @@ class ClientConfig(_Model):
             spaces=frozenset(self.spaces),
             max_access=self.max_access,
             max_ttl_seconds=self.max_ttl_seconds,
-            admin=self.admin,
+            roles=frozenset(self.roles) | ({Role.ADMIN} if self.admin else set()),
         )
 
 

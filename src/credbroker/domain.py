@@ -138,15 +138,36 @@ class SessionKey:
     expiration: datetime
 
 
+class Role(enum.StrEnum):
+    """What a principal may do. A principal holds one or more.
+
+    rule: ask for keys and presigned URLs (automation rules). operator: run incident and
+    break-glass operations. approver: approve another principal's break-glass request.
+    admin: manage principals, freezes, leases and rotations through the admin API.
+    """
+
+    RULE = "rule"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
 @dataclass(frozen=True, slots=True)
 class Client:
-    """An automation rule (or a family of rules) allowed to ask for keys."""
+    """A principal: an automation rule (or a family of rules), an operator or an approver."""
 
     id: str
     spaces: frozenset[str]
     max_access: Access
     max_ttl_seconds: int
-    admin: bool = False
+    roles: frozenset[Role] = frozenset({Role.RULE})
+
+    @property
+    def admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+    def has_role(self, role: Role) -> bool:
+        return role in self.roles
 
 
 class RotationPhase(enum.StrEnum):

@@ -38,7 +38,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from credbroker import wiring
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import Settings
-from credbroker.domain import Access, AccessKey, Client, Flavor, RotationPhase, Scope
+from credbroker.domain import Access, AccessKey, Client, Flavor, Role, RotationPhase, Scope
 from credbroker.errors import ObjectStoreRejected
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -487,7 +487,7 @@ async def admin_api(rotator: Rotator) -> AsyncIterator[TestClient[web.Request, w
     """POST /v1/admin/rotations/{name} as the broker serves it, over this Rotator."""
     app = web.Application(middlewares=[error_middleware])
     app[METRICS] = Metrics()
-    ops = Client("ops", frozenset(), Access.READ, 900, admin=True)
+    ops = Client("ops", frozenset(), Access.READ, 900, roles=frozenset({Role.ADMIN}))
     auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
     app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=rotator))
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)

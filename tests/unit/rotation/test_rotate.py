@@ -28,7 +28,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from credbroker import cli, wiring
 from credbroker.callers.tokens import TokenAuth
 from credbroker.cli import _describe
-from credbroker.domain import Access, AccessKey, Client, RotationPhase, Scope, SecretVersion
+from credbroker.domain import (
+    Access,
+    AccessKey,
+    Client,
+    Role,
+    RotationPhase,
+    Scope,
+    SecretVersion,
+)
 from credbroker.errors import (
     CasMismatch,
     ObjectStoreUnavailable,
@@ -948,7 +956,7 @@ ADMIN_TOKEN = "cbk_unit-admin-token"
 async def admin_api(world: World) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application(middlewares=[error_middleware])
     app[METRICS] = Metrics()
-    ops = Client("ops", frozenset(), Access.READ, 900, admin=True)
+    ops = Client("ops", frozenset(), Access.READ, 900, roles=frozenset({Role.ADMIN}))
     auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
     app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=world.rotator()))
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
