@@ -374,6 +374,31 @@ class PostgresStateConfig(_Model):
 StateConfig = Annotated[SqliteStateConfig | PostgresStateConfig, Field(discriminator="kind")]
 
 
+class LeasesConfig(_Model):
+    """Leases (every key and URL handed out, in the state store) and revocation."""
+
+    # The batched writer: a batch every flush_seconds, or at once when batch_size wait.
+    flush_seconds: float = Field(default=0.1, gt=0, le=10)
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    # The pruning job (one replica at a time): how often, and how long ended rows are kept.
+    prune_seconds: float = Field(default=300.0, ge=5, le=86_400)
+    keep_seconds: float = Field(default=7 * 86_400.0, ge=0)
+    # How revocation reaches keys already out. rgw-role-policy: a Deny in the vend role's
+    # permission policy (Ceph RGW). none: recorded and audited, the keys live to their expiry.
+    enforcer: Literal["none", "rgw-role-policy"] = "none"
+    # rgw-role-policy: secret-store path of an admin key with caps roles=* (IAM PutRolePolicy).
+    admin_credentials_path: Annotated[str, StringConstraints(min_length=1)] | None = None
+    # The vend role's name (default: the last part of object_store.role_arn).
+    role_name: _UserName | None = None
+    policy_name: _UserName = "credbroker-revocations"
+
+    @model_validator(mode="after")
+    def _enforcer_needs_admin(self) -> Self:
+        if self.enforcer == "rgw-role-policy" and self.admin_credentials_path is None:
+            raise ValueError("leases.enforcer rgw-role-policy needs admin_credentials_path")
+        return self
+
+
 class Settings(_Model):
     server: ServerConfig = ServerConfig()
     secret_store: SecretStoreConfig = EmbeddedStoreConfig()
@@ -389,6 +414,7 @@ class Settings(_Model):
     fallback: FallbackConfig | None = None
     rotation: RotationConfig = RotationConfig()
     state: StateConfig = SqliteStateConfig()
+    leases: LeasesConfig = LeasesConfig()
     # Plain http, or TLS without verification, toward Vault or the object store on an address
     # that is not loopback is refused unless this is true; `serve` then warns at every start.
     allow_insecure_transport: bool = False

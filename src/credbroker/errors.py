@@ -217,3 +217,17 @@ class RotationFailed(CredbrokerError):
 
     code = "rotation_failed"
     status = 502
+
+
+class LeaseNotFound(CredbrokerError):
+    """No lease with that id (it never existed here, or it was pruned)."""
+
+    code = "lease_not_found"
+    status = 404
+
+
+class RevocationTooLarge(CredbrokerError):
+    """The object store could not hold one more denial until some revoked keys expire."""
+
+    code = "revocation_too_large"
+    status = 409

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from credbroker.domain import (
     AccessKey,
@@ -20,6 +20,9 @@ from credbroker.domain import (
     SecretVersion,
     SessionKey,
 )
+
+if TYPE_CHECKING:
+    from credbroker.leases import Denials, Enforcement, Lease, LeaseFilter, Revocation
 
 
 class SecretStore(Protocol):
@@ -277,6 +280,65 @@ class KeyProbe(Protocol):
     ) -> bool:
         """True if the store refuses `key` (an unknown id, or a secret that no longer matches),
         asked the way `via` names; False while it still accepts it."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- leases and revocation --------------------------------------------------------------------
+
+
+class LeaseSink(Protocol):
+    """Where the vend path hands each lease: never waits on a database (a batched writer)."""
+
+    def issued(self, lease: Lease) -> None: ...
+
+
+class LeaseLog(Protocol):
+    """Durable leases and revocations (the state store). Errors: StateStoreError. Rows hold
+    key ids and times, never a secret."""
+
+    async def add_leases(self, leases: list[Lease]) -> int:
+        """Insert the leases not stored yet (a lease already there, revoked or not, is left as
+        it is) and return how many were new."""
+        ...
+
+    async def find(self, wanted: LeaseFilter) -> list[Lease]:
+        """Matching leases, newest first, at most `wanted.limit`."""
+        ...
+
+    async def mark_revoked(
+        self, lease_ids: list[str], *, revocation_id: str, at: datetime
+    ) -> list[Lease]:
+        """Mark these leases revoked (those not revoked yet) and return them as now stored."""
+        ...
+
+    async def revoked_active(self, now: datetime) -> list[str]:
+        """Ids of revoked leases whose keys have not expired at `now`."""
+        ...
+
+    async def add_revocation(self, revocation: Revocation) -> None: ...
+
+    async def revocations(self, *, in_effect_at: datetime | None = None) -> list[Revocation]:
+        """Every revocation (newest first), or only those still enforced at `in_effect_at`."""
+        ...
+
+    async def prune(self, before: datetime) -> int:
+        """Delete leases that expired and revocations that ended before `before`; the count."""
+        ...
+
+
+class RevocationEnforcer(Protocol):
+    """Makes the object store refuse keys already handed out, where it can."""
+
+    kind: str
+
+    def check(self, denials: Denials) -> None:
+        """Raise RevocationTooLarge if the object store could not hold these denials."""
+        ...
+
+    async def apply(self, denials: Denials) -> Enforcement:
+        """Make the object store refuse exactly `denials` (replacing the previous set)."""
         ...
 
     async def close(self) -> None: ...

@@ -36,6 +36,7 @@ from credbroker.errors import (
     ObjectStoreRejected,
     SecretStoreUnavailable,
 )
+from credbroker.leases import Lease
 from credbroker.parent_key import ParentKeySource
 from credbroker.policy import (
     narrow_prefix,
@@ -43,7 +44,7 @@ from credbroker.policy import (
     session_policy,
     validate_space_key,
 )
-from credbroker.ports import AuditSink, BrokerMetrics, Issuer, ReadOnlyKeys
+from credbroker.ports import AuditSink, BrokerMetrics, Issuer, LeaseSink, ReadOnlyKeys
 
 log = logging.getLogger("credbroker.vend")
 
@@ -117,6 +118,7 @@ class Broker:
         metrics: BrokerMetrics,
         flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
+        leases: LeaseSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
@@ -129,6 +131,7 @@ class Broker:
         self._audit = audit
         self._metrics = metrics
         self._fallback = fallback
+        self._leases = leases
         self._clock = clock
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
@@ -140,6 +143,7 @@ class Broker:
             "vend",
             client,
             lease_id,
+            request.space,
             scope,
             ttl,
             request.reason,
@@ -198,6 +202,7 @@ class Broker:
             "presign",
             client,
             lease_id,
+            request.space,
             scope,
             expires_in,
             request.reason,
@@ -367,6 +372,7 @@ class Broker:
         action: str,
         client: Client,
         lease_id: str,
+        space: str,
         scope: Scope,
         ttl: int,
         reason: str | None,
@@ -377,11 +383,13 @@ class Broker:
         mode: Mode = Mode.NORMAL,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        issued = self._clock()
         event: dict[str, Any] = {
-            "ts": self._clock().isoformat(),
+            "ts": issued.isoformat(),
             "event": action,
             "lease_id": lease_id,
             "client": client.id,
+            "space": space,
             "bucket": scope.bucket,
             "prefix": scope.prefix,
             "access": scope.access.value,
@@ -393,7 +401,30 @@ class Broker:
             "mode": mode,
             **(extra or {}),
         }
+        # The audit record first, synchronously: it carries every lease field, so a crash
+        # before the batched lease write loses nothing (the writer reconciles from it).
         await self._audit.record(event)
+        if self._leases is not None:
+            more = extra or {}
+            self._leases.issued(
+                Lease(
+                    lease_id=lease_id,
+                    kind=action,
+                    client=client.id,
+                    space=space,
+                    bucket=scope.bucket,
+                    prefix=scope.prefix,
+                    access=scope.access.value,
+                    ttl_seconds=ttl,
+                    issued_at=issued,
+                    expires_at=expires,
+                    mode=str(mode),
+                    access_key_id=more.get("access_key_id"),
+                    rule=rule,
+                    actor=actor,
+                    object_key=more.get("key"),
+                )
+            )
 
 
 def _new_lease_id() -> str:

@@ -26,19 +26,30 @@ from credbroker.config import (
 from credbroker.domain import Access, AccessKey, BreakerState, Scope
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
+from credbroker.leases import LeaseJobs, Revoker, Unenforced
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
-from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
+from credbroker.ports import (
+    AuditSink,
+    CallerAuth,
+    Issuer,
+    KeyDriver,
+    LeaseLog,
+    RevocationEnforcer,
+    SecretStore,
+    StateStore,
+)
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
+from credbroker.state.lease_writer import BatchedLeaseWriter
 from credbroker.state.watermark import LazyWatermark
 from credbroker.vend import Broker
 from credbroker.web.readiness import Readiness
@@ -187,6 +198,82 @@ def build_audit(settings: Settings) -> AuditSink:
 
 async def build_state_store(settings: Settings) -> StateStore:
     return await _open_state_store(settings)
+
+
+# --- leases and revocation ------------------------------------------------------------------
+
+
+def build_revocation_enforcer(settings: Settings, store: SecretStore) -> RevocationEnforcer:
+    """How a revocation reaches keys already out (leases.enforcer)."""
+    config = settings.leases
+    object_store = settings.object_store
+    if config.enforcer == "none" or config.admin_credentials_path is None:
+        if object_store.flavor.value == "rgw":
+            reason = (
+                "not enforced by the object store: leases.enforcer is none (RGW can refuse "
+                "revoked keys with enforcer rgw-role-policy); the keys work until they expire"
+            )
+        else:
+            reason = (
+                "not enforced by the object store: MinIO offers no way to end one STS key "
+                "before it expires through this broker; the keys work until they expire"
+            )
+        return Unenforced(reason)
+    from credbroker.objectstore.rgw_revocation import RgwRolePolicyEnforcer
+
+    path = config.admin_credentials_path
+
+    async def admin_credentials() -> AccessKey:
+        return AccessKey.from_secret(await store.read(path))
+
+    role_name = config.role_name or (object_store.role_arn or "").rsplit("/", 1)[-1]
+    return RgwRolePolicyEnforcer(
+        endpoint=object_store.endpoint,
+        region=object_store.region,
+        role_name=role_name,
+        policy_name=config.policy_name,
+        admin_credentials=admin_credentials,
+        tls=object_store_tls(settings),
+        timeout_seconds=object_store.timeout_seconds,
+    )
+
+
+def build_revoker(
+    settings: Settings,
+    leases: LeaseLog,
+    enforcer: RevocationEnforcer,
+    audit: AuditSink,
+    writer: BatchedLeaseWriter | None = None,
+) -> Revoker:
+    return Revoker(
+        leases=leases,
+        enforcer=enforcer,
+        audit=audit,
+        max_ttl_seconds=settings.object_store.ttl.max_seconds,
+        flush=writer.flush if writer is not None else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTools:
+    """What `credbroker leases` and `credbroker revoke` use outside the server."""
+
+    leases: LeaseLog
+    revoker: Revoker
+
+
+@asynccontextmanager
+async def standalone_leases(settings: Settings) -> AsyncIterator[LeaseTools]:
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings)
+        stack.push_async_callback(store.close)
+        audit = build_audit(settings)
+        stack.push_async_callback(audit.close)
+        state = await _open_state_store(settings)
+        stack.push_async_callback(state.close)
+        enforcer = build_revocation_enforcer(settings, store)
+        stack.push_async_callback(enforcer.close)
+        yield LeaseTools(state, build_revoker(settings, state, enforcer, audit))
 
 
 async def _open_state_store(settings: Settings) -> SqliteStateStore | PostgresStateStore:
@@ -363,6 +450,11 @@ class Runtime:
     scheduler: RotationScheduler | None
     readiness: Readiness
     limits: Limits
+    # Leases and revocation: the state store is opened even without rotation.
+    leases: LeaseLog | None = None
+    lease_writer: BatchedLeaseWriter | None = None
+    revoker: Revoker | None = None
+    lease_jobs: LeaseJobs | None = None
 
 
 def build_limits(settings: Settings) -> Limits:
@@ -415,6 +507,16 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         fallback = build_fallback(settings, store, metrics)
         readiness = build_readiness(settings, store, issuer, fallback)
         stack.push_async_callback(readiness.close)
+        state = await _open_state_store(settings)  # leases (and principals) need it always
+        stack.push_async_callback(state.close)
+        lease_writer = BatchedLeaseWriter(
+            state,
+            flush_seconds=settings.leases.flush_seconds,
+            batch_size=settings.leases.batch_size,
+        )  # started and flushed by the app's lifecycle (web/admin_leases.lifecycle)
+        enforcer = build_revocation_enforcer(settings, store)
+        stack.push_async_callback(enforcer.close)
+        revoker = build_revoker(settings, state, enforcer, audit, lease_writer)
         broker = Broker(
             spaces=settings.spaces,
             ttl=settings.object_store.ttl,
@@ -424,6 +526,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             metrics=metrics,
             flavor=settings.object_store.flavor,
             fallback=fallback,
+            leases=lease_writer,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
         rotator: Rotator | None = None
@@ -454,6 +557,15 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             scheduler=scheduler,
             readiness=readiness,
             limits=build_limits(settings),
+            leases=state,
+            lease_writer=lease_writer,
+            revoker=revoker,
+            lease_jobs=LeaseJobs(
+                revoker,
+                state,
+                interval_seconds=settings.leases.prune_seconds,
+                keep_seconds=settings.leases.keep_seconds,
+            ),
         )
 
 

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import ConfigError, RotationBusy, StateStoreError
 from credbroker.state.migrations import Migration, checked
+from credbroker.state.postgres_leases import LEASE_MIGRATION_SQL, PostgresLeases
 from credbroker.state.records import COLUMNS, from_row, to_row
 
+_T = TypeVar("_T")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -80,6 +82,7 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(3, "leases and revocations", LEASE_MIGRATION_SQL),
     )
 )
 
@@ -90,7 +93,7 @@ def _advisory_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PostgresStateStore:
+class PostgresStateStore(PostgresLeases):
     kind = "postgres"
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
@@ -236,6 +239,12 @@ class PostgresStateStore:
                     )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise _error("migrate", exc) from None
+
+    async def _guard(self, action: str, op: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await op()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error(action, exc) from None
 
     async def _fetchrow(self, query: str, *args: Any) -> Any:
         try:

@@ -27,6 +27,7 @@ from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, TIME_COLUMNS, from_row, to_row
+from credbroker.state.sqlite_leases import LEASE_MIGRATION_SQL, SqliteLeases
 
 _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -77,11 +78,12 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(3, "leases and revocations", LEASE_MIGRATION_SQL),
     )
 )
 
 
-class SqliteStateStore:
+class SqliteStateStore(SqliteLeases):
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:
