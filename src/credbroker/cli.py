@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import wiring
+from credbroker import cli_leases, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
@@ -46,12 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="YAML config")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="credbroker", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="YAML config")
 
     p = sub.add_parser("serve", help="run the broker")
     config_arg(p)
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
+    cli_leases.register(sub, config_arg)
     return parser
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from credbroker import wiring
 from credbroker.config import Settings
 from credbroker.observability import Metrics
-from credbroker.web import admin, handlers
+from credbroker.web import admin, admin_leases, handlers
 from credbroker.web.appkeys import METRICS, RUNTIME, SETTINGS
 from credbroker.web.errors import error_middleware
 from credbroker.web.limits import limits_middleware
@@ -28,6 +28,7 @@ def create_app(settings: Settings) -> web.Application:
     # Started in this order, stopped in reverse: the scheduler and the fallback's refresh
     # stop before the runtime closes what they use.
     app.cleanup_ctx.append(_runtime)
+    app.cleanup_ctx.append(admin_leases.lifecycle)
     app.cleanup_ctx.append(_fallback_refresh)
     app.cleanup_ctx.append(_rotation_scheduler)
     app.router.add_post("/v1/credentials", handlers.create_credentials)
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/v1/admin/rotations", admin.list_rotations)
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
+    admin_leases.add_routes(app.router)
     return app
 
 

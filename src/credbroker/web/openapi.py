@@ -33,9 +33,10 @@ _REFUSALS = {
     "400": "malformed or hostile input: invalid_json, invalid_field, invalid_space, ...",
     "401": "missing, malformed or unknown token",
     "403": "the space or access is not allowed for this client (or it is not an admin)",
-    "404": "no such managed key, or no rotation configured",
+    "404": "no such managed key or lease, or no rotation configured",
     "408": "the request body did not arrive in time",
-    "409": "a rotation holds the lock, is in its grace (grace_not_over), or the store is read-only",
+    "409": "a rotation holds the lock, is in its grace (grace_not_over), the store is "
+    "read-only, or no more revocations fit the role policy (revocation_too_large)",
     "429": "over the client's rate limit (Retry-After says when to try again)",
     "502": "an upstream answered and refused",
     "413": "body too large",
@@ -47,6 +48,8 @@ _REFUSALS = {
 
 @functools.cache
 def document() -> dict[str, Any]:
+    from credbroker.web import admin_leases  # it imports the handlers, which import this
+
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (CredentialsBody, "validation"),
         (PresignBody, "validation"),
@@ -57,6 +60,7 @@ def document() -> dict[str, Any]:
         (Readiness, "serialization"),
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
+        *admin_leases.MODELS,
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
 
@@ -160,6 +164,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **admin_leases.openapi_paths(json_content, errors),
             "/openapi.json": {
                 "get": {
                     "summary": "This description",
