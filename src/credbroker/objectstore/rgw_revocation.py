@@ -1,7 +1,7 @@
 """Revocation that Ceph RGW enforces: a Deny in the vend role's permission policy.
 
 RGW evaluates the role's permission policies on every request made with a key of that role,
-and puts two facts of the session into the request's environment (rgw_rest_s3.cc / rgw_auth:
+and puts two facts of the session into the request's environment (Ceph's source:
 `aws:userid` = "<role id>:<RoleSessionName>", `aws:TokenIssueTime` = when the token was
 issued). The broker's RoleSessionName is the lease id, so one inline policy of the vend role,
 `credbroker-revocations` by default, written with IAM PutRolePolicy, refuses:
