@@ -183,3 +183,10 @@ async def test_pruning_deletes_only_what_ended_before_the_cut(log: LeaseLog) -> 
         revocation(2, until=T0).revocation_id
     ]
     assert await log.prune(T0 + timedelta(seconds=60)) == 0
+
+
+async def test_a_large_batch_is_stored_whole_and_counted(log: LeaseLog) -> None:
+    batch = [lease(n) for n in range(1, 2502)]  # past PostgreSQL's 1,000-row chunks
+    assert await log.add_leases(batch[:10]) == 10
+    assert await log.add_leases(batch) == 2491
+    assert len(await log.find(LeaseFilter(limit=5000))) == 2501

@@ -47,6 +47,7 @@ class BatchedLeaseWriter:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self.written = 0
         self.dropped = 0
 
@@ -95,9 +96,11 @@ class BatchedLeaseWriter:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Never cancelled in the middle of a write (a database client cancelled mid-query
+            # can hang its pool): the loop ends after the batch it is writing.
+            self._stop.set()
+            self._wake.set()
+            await task
         try:
             await self.flush()
         except CredbrokerError as exc:
@@ -113,10 +116,12 @@ class BatchedLeaseWriter:
         return len(self._pending)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
             self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 await self.flush()
             except CredbrokerError as exc:
