@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from botocore.exceptions import ClientError
 
@@ -295,3 +297,78 @@ async def test_hostile_input_on_the_lease_routes_gets_4xx_never_5xx(broker: Harn
     )
     assert response.status == 403
     assert (await broker.client.post("/v1/admin/revocations", json={"client": "x"})).status == 401
+
+
+PG_DSN = os.environ.get("CREDBROKER_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def test_two_replicas_on_postgresql_share_leases_and_revocations(
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
+) -> None:
+    """Two brokers on one PostgreSQL schema: a lease issued by one is listed and revoked from
+    the other, and RGW refuses the revoked key; a restarted broker still lists it."""
+    schema = f"cbtest_{uuid.uuid4().hex[:12]}"
+    dsn_file = tmp_path / "pg-dsn"
+    dsn_file.write_text(PG_DSN)
+    policy = f"cbtest-revocations-{uuid.uuid4().hex[:8]}"
+    admin_key = {
+        "access_key_id": rgw.admin_access_key,
+        "secret_access_key": rgw.admin_secret_key,
+    }
+    options: dict[str, Any] = {
+        "admin_clients": ["sec-admin"],
+        "seed": {ADMIN_PATH: admin_key},
+        "leases": {
+            "enforcer": "rgw-role-policy",
+            "admin_credentials_path": ADMIN_PATH,
+            "policy_name": policy,
+        },
+        "state": {
+            "kind": "postgres",
+            "dsn": {"file": str(dsn_file)},
+            "schema_name": schema,
+        },
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        async with (
+            contextlib.aclosing(start_broker(rgw, tmp_path / "a", **options)) as first,
+            contextlib.aclosing(start_broker(rgw, tmp_path / "b", **options)) as second,
+        ):
+            one = await anext(first)
+            two = await anext(second)
+            leaked, kept = await vend(one), await vend(one)
+            assert works(one, leaked) and works(one, kept)
+            await asyncio.sleep(0.5)  # past the batch interval: replica one wrote its leases
+
+            listed = await admin(two, "GET", "/v1/admin/leases?client=eng-writer&active=true")
+            ids = {x["leaseId"] for x in (await listed.json())["leases"]}
+            assert {leaked["leaseId"], kept["leaseId"]} <= ids
+
+            response = await admin(
+                two, "POST", "/v1/admin/revocations", json={"leaseId": leaked["leaseId"]}
+            )
+            assert response.status == 201, await response.text()
+            assert (await response.json())["objectStoreEnforced"] is True
+            assert not works(one, leaked)
+            assert works(one, kept)
+            seen = await admin(one, "GET", "/v1/admin/leases?client=eng-writer")
+            states = {x["leaseId"]: x["state"] for x in (await seen.json())["leases"]}
+            assert states[leaked["leaseId"]] == "revoked"
+        # Both stopped (graceful: flushed). A broker started again lists every lease.
+        async with contextlib.aclosing(start_broker(rgw, tmp_path / "a", **options)) as again:
+            three = await anext(again)
+            after = await admin(three, "GET", "/v1/admin/leases?client=eng-writer")
+            states = {x["leaseId"]: x["state"] for x in (await after.json())["leases"]}
+            assert states == {leaked["leaseId"]: "revoked", kept["leaseId"]: "active"}
+    finally:
+        iam = botocore_client(rgw, "iam", rgw.admin_access_key, rgw.admin_secret_key)
+        if policy in iam.list_role_policies(RoleName=ROLE)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=ROLE, PolicyName=policy)
+        iam.close()
+        connection = await asyncpg.connect(PG_DSN)
+        try:
+            await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await connection.close()
