@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from credbroker.domain import utc_text
-from credbroker.errors import InvalidRequest, LeaseNotFound, RotationBusy
+from credbroker.errors import CredbrokerError, InvalidRequest, LeaseNotFound, RotationBusy
 
 if TYPE_CHECKING:
     from credbroker.ports import AuditSink, LeaseLog, RevocationEnforcer, StateStore
@@ -36,6 +36,7 @@ REVOCATION_ID = re.compile(r"rv-[0-9a-f]{16}")
 # store would read as syntax.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 PRUNE_LOCK = "lease-prune"
+_ALL = 10_000_000  # a revocation takes every matching lease, not a page of them
 
 
 class Selector(enum.StrEnum):
@@ -299,7 +300,17 @@ class Revoker:
         revoked = await self._leases.mark_revoked(
             [lease.lease_id for lease in targets], revocation_id=revocation_id, at=now
         )
-        enforcement = await self._enforce(denials)
+        try:
+            enforcement = await self._enforce(denials)
+        except CredbrokerError as exc:
+            # The leases are marked: the pruning job applies the full set of denials again
+            # from the state store at its next run.
+            log.error("revocation %s not applied by the object store: %s", revocation_id, exc)
+            enforcement = Enforcement(
+                False,
+                f"recorded, but the object store did not take the denial ({exc.message}); "
+                "the pruning job applies it again at its next run",
+            )
         revocation = Revocation(
             revocation_id=revocation_id,
             selector=selector,
@@ -370,14 +381,15 @@ class Revoker:
         if selector is Selector.LEASE:
             return LeaseFilter(lease_id=check_lease_id(value), active_at=now), None
         if selector is Selector.CLIENT:
-            return LeaseFilter(client=check_name(value, "client"), active_at=now), None
+            wanted = LeaseFilter(client=check_name(value, "client"), active_at=now, limit=_ALL)
+            return wanted, None
         if selector is Selector.SPACE:
-            return LeaseFilter(space=check_name(value, "space"), active_at=now), None
+            return LeaseFilter(space=check_name(value, "space"), active_at=now, limit=_ALL), None
         moment = parse_time(value)
         if moment > now + timedelta(minutes=5):
             # A time in the future would also refuse keys not yet issued: not a revocation.
             raise InvalidRequest("--issued-before must not be in the future", code="invalid_time")
-        return LeaseFilter(issued_before=moment, active_at=now), moment
+        return LeaseFilter(issued_before=moment, active_at=now, limit=_ALL), moment
 
 
 class Unenforced:
@@ -444,8 +456,6 @@ class LeaseJobs:
         )
 
     async def _guarded(self) -> None:
-        from credbroker.errors import CredbrokerError
-
         try:
             await self.run_once()
         except CredbrokerError as exc:

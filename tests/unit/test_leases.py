@@ -495,3 +495,28 @@ def test_as_dict_states_are_active_expired_revoked() -> None:
     assert lease.as_dict(lease.expires_at)["state"] == "expired"
     assert replace(lease, revoked_at=T0).as_dict(T0)["state"] == "revoked"
     assert "secret" not in json.dumps(lease.as_dict(T0)).lower()
+
+
+async def test_an_object_store_that_fails_leaves_the_revocation_for_the_next_sync(
+    rr: RevokeRig,
+) -> None:
+    from credbroker.errors import ObjectStoreUnavailable
+
+    rr.enforcer.fail = ObjectStoreUnavailable("rgw iam role policy: unreachable")
+    answer = await rr.revoker.revoke(Selector.LEASE, some_lease(1).lease_id)
+    assert answer.revocation.object_store_enforced is False
+    assert "pruning job applies it again" in answer.revocation.detail
+    assert rr.log.leases[some_lease(1).lease_id].revoked_at is not None
+    assert len(rr.log.revoked) == 1
+    rr.enforcer.fail = None
+    enforcement = await rr.revoker.sync()  # the pruning job's run
+    assert enforcement.enforced
+    assert rr.enforcer.applied[-1].session_names == (some_lease(1).lease_id,)
+
+
+async def test_a_revocation_takes_every_matching_lease_not_a_page() -> None:
+    rig = RevokeRig()
+    rig.enforcer.max_names = 5000
+    await rig.log.add_leases([some_lease(n) for n in range(1, 1201)])
+    answer = await rig.revoker.revoke(Selector.CLIENT, "writer")
+    assert len(answer.leases) == 1200
