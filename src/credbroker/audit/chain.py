@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -81,7 +82,8 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 def new_chain_id(clock: Callable[[], float] = time.time) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{int(clock() * 1000)}"
+    """host:pid:start-ms-random: unique even for two sinks a process opens in one ms."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(clock() * 1000)}-{secrets.token_hex(3)}"
 
 
 # --- keys ---------------------------------------------------------------------------------------
