@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from credbroker.audit.chain import generate_private_pem
 from credbroker.compliance.model import ComplianceResult
 from credbroker.config import Settings
 from credbroker.domain import RotationRecord
+from credbroker.observability import Metrics
 from credbroker.secrets.sealing import new_key
 from credbroker.state.sqlite import SqliteStateStore
 from credbroker.web.appkeys import RUNTIME
@@ -381,5 +382,19 @@ async def test_an_edited_audit_record_fails_the_chain_control(setup: Setup) -> N
     assert "was edited" in failed.evidence[0]
 
 
-def _unused(_: Callable[..., Any]) -> None:
-    return None
+async def test_the_daily_job_of_serve_runs_once_and_writes_the_reports(setup: Setup) -> None:
+    runtime = setup.harness.client.app[RUNTIME]
+    metrics = Metrics()
+    daily = wiring.build_daily_compliance(
+        setup.settings,
+        store=runtime.secret_store,
+        issuer=runtime.issuer,
+        audit=runtime.audit,
+        metrics=metrics,
+    )
+    result = await daily.once()
+    assert result is not None and result.passed, result and result.as_dict()
+    assert await daily.once() is None  # the same day, from any replica sharing the state store
+    reports = sorted(p.suffix for p in (setup.state / "reports").iterdir())
+    assert reports == [".html", ".json"]
+    assert metrics.compliance_failed._value.get() == 0

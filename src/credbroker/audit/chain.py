@@ -385,10 +385,12 @@ def verify_lines(
     """Check every chain in `lines` ((where, line) in file order, oldest file first).
 
     A chain may start past seq 1 (older files rotated away and not given): its first record's
-    link is then taken as given. Without a public key, signatures cannot be checked, and every
-    checkpoint is an error."""
+    link is then taken as given, unless the chain id says it started after the first record
+    given (then its first records were deleted). Without a public key, signatures cannot be
+    checked, and every checkpoint is an error."""
     report = VerifyReport(chains={})
     wanted_key = key_id(public_key) if public_key is not None else None
+    earliest: float | None = None  # the first record's time: chains started later start here
     for where, raw in lines:
         try:
             record = record_of(raw)
@@ -397,6 +399,10 @@ def verify_lines(
             continue
         if record is None:
             continue
+        moment = record.get("ts")
+        if earliest is None and isinstance(moment, str):
+            with contextlib.suppress(ValueError):
+                earliest = datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
         chain_id, seq, prev = record.get("chain"), record.get("seq"), record.get("prev")
         if chain_id is None and seq is None and prev is None:
             report.unchained += 1
@@ -427,7 +433,28 @@ def verify_lines(
             chain.error, chain.where = "the line is not in canonical form (edited)", where
     for chain in report.chains.values():
         chain.live = not chain.closed and alive(chain.chain)
+        started = _chain_start(chain.chain)
+        if (
+            chain.error is None
+            and chain.first_seq > 1
+            and earliest is not None
+            and started is not None
+            and started >= earliest
+        ):
+            # The chain began after the first record given, so its start must be here.
+            chain.error = (
+                f"seq 1..{chain.first_seq - 1} missing: the chain started at "
+                f"{datetime.fromtimestamp(started, UTC).isoformat()}, after the first record "
+                "given (deleted)"
+            )
+            chain.where = "(the chain's start)"
     return report
+
+
+def _chain_start(chain: str) -> float | None:
+    """The start time written into a chain id (host:pid:start-ms-random), in seconds."""
+    text = chain.rsplit(":", 1)[-1].split("-", 1)[0]
+    return int(text) / 1000 if text.isdigit() else None
 
 
 def _link_problem(chain: ChainReport, seq: int, prev: str, record: Mapping[str, Any]) -> str | None:
