@@ -4,6 +4,7 @@ rendered by headless Chromium (the screenshot is kept in var/test-artifacts/).""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import pytest
 
 from credbroker import wiring
 from credbroker.audit.chain import generate_private_pem
+from credbroker.cli import main
 from credbroker.compliance.model import ComplianceResult
 from credbroker.config import Settings
 from credbroker.domain import RotationRecord
@@ -398,3 +400,29 @@ async def test_the_daily_job_of_serve_runs_once_and_writes_the_reports(setup: Se
     reports = sorted(p.suffix for p in (setup.state / "reports").iterdir())
     assert reports == [".html", ".json"]
     assert metrics.compliance_failed._value.get() == 0
+
+
+async def test_the_cli_exit_status_says_pass_or_fail(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = setup.state / "credbroker.yaml"
+    config.write_text(json.dumps(setup.settings.model_dump(mode="json")))
+    out = setup.state / "cli-reports"
+    argv = ["compliance", "check", "--config", str(config), "--out", str(out)]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "PASS  read_only_cannot_write" in capsys.readouterr().out
+    broken = setup.with_(
+        compliance={
+            **setup.settings.compliance.model_dump(mode="json"),
+            "unused_days": 1,
+        },
+        clients=[
+            *setup.settings.model_dump(mode="json")["clients"],
+            {"id": "idle", "token_sha256": "cd" * 32, "spaces": ["ENG"]},
+        ],
+    )
+    config.write_text(json.dumps(broken.model_dump(mode="json")))
+    assert await asyncio.to_thread(main, [*argv, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "fail" and report["failed"] == ["clients_used"]
+    assert len(list(out.glob("*.html"))) == 2
