@@ -75,7 +75,8 @@ def register(
 def _verify(args: argparse.Namespace) -> int:
     files: list[Path] = list(args.files)
     key_path: Path | None = args.public_key
-    if not files or key_path is None:
+    # Files and a key need no config; files alone take the key from the config if there is one.
+    if not files or (key_path is None and Path(args.config).exists()):
         settings = load_settings(args.config)
         if not files and settings.audit.path is not None:
             files = rotated_files(settings.audit.path)

@@ -211,6 +211,8 @@ async def test_all_controls_pass_and_the_html_report_renders(setup: Setup) -> No
     assert f'<b id="failed">{len(data["failed"])}</b>' in html
     for c in data["controls"]:
         assert c["name"] in html
+    for space, counts in data["vends_per_space_hour"]["spaces"].items():
+        assert f"{space} ({sum(counts)})" in html  # the chart's legend: the JSON's totals
     assert "<script" not in html and "http" not in html.split("<svg")[0].split("</style>")[1]
     summaries = [
         json.loads(line)
