@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_leases, wiring
+from credbroker import cli_audit, cli_leases, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
     cli_leases.register(sub, config_arg)
+    cli_audit.register(sub, config_arg)
     return parser
 
 
