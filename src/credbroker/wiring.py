@@ -5,6 +5,7 @@ never leaks the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
+from credbroker.breakglass import BreakGlass, BreakGlassRules
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import (
     EmbeddedStoreConfig,
@@ -24,15 +26,25 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.domain import Access, AccessKey, BreakerState, Scope
-from credbroker.errors import CredbrokerError
+from credbroker.errors import CredbrokerError, RotationBusy
+from credbroker.escrow.file import EscrowFile
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.notify.webhook import NullNotifier, WebhookNotifier
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
-from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
+from credbroker.ports import (
+    AuditSink,
+    CallerAuth,
+    Issuer,
+    KeyDriver,
+    Notifier,
+    SecretStore,
+    StateStore,
+)
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
@@ -363,6 +375,7 @@ class Runtime:
     scheduler: RotationScheduler | None
     readiness: Readiness
     limits: Limits
+    break_glass: BreakGlass | None = None
 
 
 def build_limits(settings: Settings) -> Limits:
@@ -428,6 +441,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         )
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
+        escrow = build_escrow(settings)
         if settings.rotation.credentials:
             rotator = await stack.enter_async_context(
                 rotation(
@@ -436,14 +450,33 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     issuer=issuer,
                     metrics=metrics,
                     audit=audit,
-                    on_switch=_follow_switch(settings, credentials, fallback),
+                    on_switch=_follow_switch(settings, credentials, fallback, escrow=escrow),
                 )
             )
             if settings.rotation.scheduler:
                 scheduler = RotationScheduler(
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
+        notifier = build_notifier(settings, metrics)
+        stack.push_async_callback(notifier.close)
+        break_glass_state = await _open_state_store(settings)
+        stack.push_async_callback(break_glass_state.close)
+        break_glass = build_break_glass(
+            settings,
+            state=break_glass_state,
+            issuer=issuer,
+            credentials=credentials,
+            audit=audit,
+            notifier=notifier,
+            metrics=metrics,
+            fallback=fallback,
+            escrow=escrow,
+            rotator=rotator,
+        )
+        if escrow is not None:
+            await refresh_escrow(escrow, credentials)
         yield Runtime(
+            break_glass=break_glass,
             caller_auth=build_caller_auth(settings),
             audit=audit,
             broker=broker,
@@ -458,17 +491,129 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
 
 
 def _follow_switch(
-    settings: Settings, credentials: ParentKeySource, fallback: ReadOnlyFallback | None
+    settings: Settings,
+    credentials: ParentKeySource,
+    fallback: ReadOnlyFallback | None,
+    *,
+    escrow: EscrowFile | None = None,
 ) -> Callable[[str], Awaitable[None]]:
     """What a rotation's switch means here: the broker drops its cached service key at once,
-    and the read-only fallback re-reads (and re-seals) its key when that one rotated."""
+    the break-glass escrow is re-sealed with the new key (replacing the old one: no custodian
+    needed, it seals to a public key), and the read-only fallback re-reads (and re-seals) its
+    key when that one rotated."""
     fallback_path = settings.fallback.credentials_path if settings.fallback else None
 
     async def switched(path: str) -> None:
         if path == settings.object_store.credentials_path:
             credentials.invalidate()
+            if escrow is not None:
+                await refresh_escrow(escrow, credentials)
         if fallback is not None and path == fallback_path:
             with contextlib.suppress(CredbrokerError):
                 await fallback.refresh()  # the sealed copy follows the new key now
 
     return switched
+
+
+# --- break-glass --------------------------------------------------------------------------------
+
+
+def build_escrow(settings: Settings) -> EscrowFile | None:
+    config = settings.break_glass
+    if config.escrow_file is None:
+        return None
+    return EscrowFile(config.escrow_file, pinned_fingerprint=config.escrow_fingerprint)
+
+
+async def refresh_escrow(escrow: EscrowFile, credentials: ParentKeySource) -> None:
+    """Seal the service key in service into the escrow unless it holds it already (at start,
+    and at each rotation's switch). Never raises: a failure is logged, the escrow keeps what
+    it had (the key in service until a rotation; then, since the escrow may hold a key about
+    to be deleted, the error says so)."""
+    try:
+        key = await credentials.current()
+        if await asyncio.to_thread(escrow.sealed_key_id) == key.access_key_id:
+            return
+        await asyncio.to_thread(escrow.seal, key)
+    except CredbrokerError as exc:
+        log.error(
+            "break-glass escrow %s not refreshed (%s): it may not hold the service key in "
+            "service; writes during an outage would fail until it is",
+            escrow.path,
+            exc.code,
+        )
+        return
+    log.info("break-glass escrow %s now holds service key %s", escrow.path, key.access_key_id)
+
+
+def build_notifier(settings: Settings, metrics: Metrics) -> Notifier:
+    webhook = settings.break_glass.webhook
+    if webhook is None:
+        return NullNotifier()
+    return WebhookNotifier(
+        webhook.url,
+        secret=webhook.secret.resolve().encode() if webhook.secret is not None else None,
+        attempts=webhook.attempts,
+        backoff_seconds=webhook.backoff_seconds,
+        backoff_max_seconds=webhook.backoff_max_seconds,
+        timeout_seconds=webhook.timeout_seconds,
+        on_result=lambda outcome: metrics.webhook_deliveries.labels(outcome).inc(),
+    )
+
+
+def build_break_glass(
+    settings: Settings,
+    *,
+    state: SqliteStateStore | PostgresStateStore,
+    issuer: Issuer,
+    credentials: ParentKeySource,
+    audit: AuditSink,
+    notifier: Notifier,
+    metrics: Metrics,
+    fallback: ReadOnlyFallback | None,
+    escrow: EscrowFile | None,
+    rotator: Rotator | None,
+) -> BreakGlass:
+    config = settings.break_glass
+    service = next(
+        (
+            c.name
+            for c in settings.rotation.credentials
+            if c.secret_path == settings.object_store.credentials_path
+        ),
+        None,
+    )
+    rotate: Callable[[], Awaitable[str]] | None = None
+    if rotator is not None and service is not None:
+        name = service
+
+        async def rotate_now() -> str:
+            """The escrowed key left the vault's custody: a new one now (a rotation in its
+            grace is ended first)."""
+            try:
+                outcome = await rotator.run(name, force=True, end_grace=True)
+            except RotationBusy:
+                return "busy"
+            return str(outcome.result)
+
+        rotate = rotate_now
+    return BreakGlass(
+        store=state,
+        spaces=settings.spaces,
+        flavor=settings.object_store.flavor,
+        issuer=issuer,
+        credentials=credentials,
+        audit=audit,
+        notifier=notifier,
+        metrics=metrics,
+        rules=BreakGlassRules(
+            approvals_required=config.approvals_required,
+            approve_window_seconds=config.approve_window_seconds,
+            collect_window_seconds=config.collect_window_seconds,
+            ttl_cap_seconds=config.ttl_cap_seconds,
+            clock_skew_seconds=settings.object_store.clock_skew_seconds,
+        ),
+        fallback=fallback,
+        escrow=escrow,
+        rotate_service_key=rotate,
+    )

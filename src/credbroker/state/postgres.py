@@ -27,6 +27,8 @@ import asyncpg
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import ConfigError, RotationBusy, StateStoreError
+from credbroker.state.breakglass import POSTGRES_TABLE as BREAK_GLASS_TABLE
+from credbroker.state.breakglass import PostgresBreakGlassRequests
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, from_row, to_row
 
@@ -80,6 +82,11 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(
+            3,
+            "break_glass_requests: dual-control break-glass requests (ids and times only)",
+            (BREAK_GLASS_TABLE,),
+        ),
     )
 )
 
@@ -90,7 +97,7 @@ def _advisory_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PostgresStateStore:
+class PostgresStateStore(PostgresBreakGlassRequests):
     kind = "postgres"
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
@@ -240,6 +247,12 @@ class PostgresStateStore:
     async def _fetchrow(self, query: str, *args: Any) -> Any:
         try:
             return await self._pool.fetchrow(query, *args)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("read", exc) from None
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        try:
+            return list(await self._pool.fetch(query, *args))
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise _error("read", exc) from None
 
