@@ -75,7 +75,8 @@ def test_a_share_of_another_escrow_or_with_a_typo_is_refused_without_echo(
 ) -> None:
     escrow, shares = made
     _, other = EscrowFile.init(tmp_path / "other.json", shares=5, threshold=3)
-    for bad in (other.shares[0], shares[0][:-1] + ("0" if shares[0][-1] != "0" else "1"), "cbes1-zz"):
+    typo = shares[0][:-1] + ("0" if shares[0][-1] != "0" else "1")
+    for bad in (other.shares[0], typo, "cbes1-zz"):
         with pytest.raises(EscrowError) as refused:
             escrow.share_index(bad)
         assert bad not in refused.value.message
