@@ -48,7 +48,11 @@ def register(
         p.add_argument(
             "--url", help="the broker (default $CREDBROKER_URL, else server.host:port of --config)"
         )
-        p.add_argument("--token-file", type=Path, help="your token (default $CREDBROKER_TOKEN)")
+        p.add_argument(
+            "--token-file",
+            type=Path,
+            help="your token (default $CREDBROKER_TOKEN_FILE, else $CREDBROKER_TOKEN)",
+        )
         p.add_argument("--ca-file", type=Path, help="CA bundle for an https broker")
 
     p = gsub.add_parser("request", help="ask for a key (operators); prints the request id")
@@ -154,15 +158,22 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 def _token(args: argparse.Namespace) -> str:
     token: str
-    if args.token_file is not None:
+    token_file = args.token_file or (
+        Path(os.environ["CREDBROKER_TOKEN_FILE"])
+        if os.environ.get("CREDBROKER_TOKEN_FILE")
+        else None
+    )
+    if token_file is not None:
         try:
-            token = args.token_file.read_text().strip()
+            token = token_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read {args.token_file}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read {token_file}: {exc.strerror}") from None
     else:
         token = os.environ.get("CREDBROKER_TOKEN", "").strip()
     if not token:
-        raise ConfigError("no token: set CREDBROKER_TOKEN or give --token-file")
+        raise ConfigError(
+            "no token: give --token-file, or set CREDBROKER_TOKEN_FILE or CREDBROKER_TOKEN"
+        )
     return token
 
 

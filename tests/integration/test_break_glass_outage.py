@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from credbroker.secrets.sealing import new_key
 from credbroker.state.sqlite import SqliteStateStore
 from credbroker.web.app import create_app
 from support.rgw_server import RgwServer
+from support.runbooks import run_runbook
 from tests.integration.conftest import MAIN_BUCKET, s3_client
 from tests.integration.rgw_identity import Identity, create_identity
 from tests.openbao_server import VaultServer, admin_client, find_bao, start_openbao, stop_openbao
@@ -423,3 +425,61 @@ async def test_break_glass_with_the_vault_stopped_end_to_end(
         assert secret not in text
     for share in rig.shares:  # not even half of one
         assert share[-64:-32] not in text and share[-32:] not in text
+
+
+# --- runbooks/04-break-glass.md, its marked blocks as written -----------------------------------
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "runbooks" / "04-break-glass.md"
+
+
+async def test_runbook_04_runs_as_written_with_the_vault_stopped(rig: Rig, tmp_path: Path) -> None:
+    """The runbook's `bash runbook` blocks, in order, as one `bash -euo pipefail` script, by
+    the people it names (their token files), against the broker on the real RGW with OpenBao
+    stopped: a write, approved by two, unsealed with 3 shares, collected, checked inside and
+    outside its prefix, closed (which rotates the escrowed key once OpenBao is back)."""
+    people = tmp_path / "people"
+    people.mkdir()
+    files: dict[str, Path] = {}
+    for name in ("ann", "bob", "carol", "dave"):
+        files[name] = people / f"{name}.token"
+        files[name].write_text(rig.tokens[name])
+        files[name].chmod(0o600)
+    shares = []
+    for number in (1, 3, 5):
+        shares.append(people / f"share-{number}")
+        shares[-1].write_text(rig.shares[number - 1] + "\n")
+    venv_bin = Path(sys.executable).parent
+    env = {
+        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CREDBROKER_URL": str(rig.client.make_url("")).rstrip("/"),
+        "SPACE": "ENG",
+        "ACCESS": "write",
+        "PREFIX": "runbook",
+        "INCIDENT": "INC-123",
+        "VAULT_DOWN": "yes",
+        "REQUESTER_TOKEN_FILE": str(files["ann"]),
+        "APPROVER_TOKEN_FILES": f"{files['bob']} {files['carol']}",
+        "CUSTODIAN_TOKEN_FILE": str(files["dave"]),
+        "SHARE_FILES": " ".join(str(s) for s in shares),
+    }
+    freeze(rig.vault)
+    try:
+        done = await asyncio.to_thread(run_runbook, RUNBOOK, env=env, cwd=tmp_path, timeout=120)
+    finally:
+        thaw(rig.vault)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    listed = await rig.call("bob", "GET", "")
+    (request,) = listed["requests"]
+    assert request["usedEscrow"] is True and request["prefix"] == "runbook"
+    # Closed while OpenBao was still stopped: the rotation failed and the answer said so.
+    assert request["status"] == "closed"
+    assert "the escrowed service key was used: rotation failed" in done.stdout
+    s3 = s3_client(rig.rgw, rig.rgw.admin_access_key, rig.rgw.admin_secret_key)
+    written = s3.get_object(
+        Bucket=MAIN_BUCKET, Key=f"ENG/runbook/break-glass-check-{request['id']}.txt"
+    )
+    assert written["Body"].read() == b"INC-123"
+    for secret in rig.shares:
+        assert secret not in done.stdout + done.stderr
