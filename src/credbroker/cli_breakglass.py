@@ -25,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from credbroker.config import Settings, load_settings
+from credbroker import wiring
+from credbroker.config import load_settings
 from credbroker.errors import ConfigError, CredbrokerError
-from credbroker.escrow.file import EscrowFile, share_fingerprint
+from credbroker.escrow.file import share_fingerprint
 
 API = "/v1/admin/break-glass/requests"
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")
@@ -283,10 +284,11 @@ def _escrow_init(args: argparse.Namespace) -> int:
     path = settings.break_glass.escrow_file
     if path is None:
         raise ConfigError("set break_glass.escrow_file in the config first")
-    escrow, made = EscrowFile.init(
-        path, shares=args.shares, threshold=args.threshold, replace=args.replace
+    made, sealed = asyncio.run(
+        wiring.init_escrow(
+            settings, shares=args.shares, threshold=args.threshold, replace=args.replace
+        )
     )
-    sealed = asyncio.run(_seal_now(settings, escrow))
     print(
         f"escrow {made.fingerprint} at {path}: {made.threshold} of {len(made.shares)} shares "
         "open it. Hand each share to one custodian now; they are shown only this once.\n"
@@ -303,21 +305,7 @@ def _escrow_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _seal_now(settings: Settings, escrow: EscrowFile) -> str | None:
-    from credbroker import wiring
-
-    store = wiring.build_secret_store(settings)
-    try:
-        credentials = wiring.build_credentials(settings, store)
-        await wiring.refresh_escrow(escrow, credentials)
-        return escrow.sealed_key_id()
-    finally:
-        await store.close()
-
-
 def _escrow_status(args: argparse.Namespace) -> int:
-    from credbroker import wiring
-
     escrow = wiring.build_escrow(load_settings(args.config))
     if escrow is None:
         raise ConfigError("no break_glass.escrow_file is configured")

@@ -26,8 +26,8 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.domain import Access, AccessKey, BreakerState, Scope
-from credbroker.errors import CredbrokerError, RotationBusy
-from credbroker.escrow.file import EscrowFile
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
+from credbroker.escrow.file import EscrowFile, NewEscrow
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.notify.webhook import NullNotifier, WebhookNotifier
@@ -523,6 +523,24 @@ def build_escrow(settings: Settings) -> EscrowFile | None:
     if config.escrow_file is None:
         return None
     return EscrowFile(config.escrow_file, pinned_fingerprint=config.escrow_fingerprint)
+
+
+async def init_escrow(
+    settings: Settings, *, shares: int, threshold: int, replace: bool
+) -> tuple[NewEscrow, str | None]:
+    """A new escrow at break_glass.escrow_file (`credbroker escrow init`), sealed at once with
+    the service key when the secret store answers; the shares, and the key id sealed (None:
+    the broker seals it at its next start)."""
+    path = settings.break_glass.escrow_file
+    if path is None:
+        raise ConfigError("set break_glass.escrow_file in the config first")
+    escrow, made = EscrowFile.init(path, shares=shares, threshold=threshold, replace=replace)
+    store = build_secret_store(settings)
+    try:
+        await refresh_escrow(escrow, build_credentials(settings, store))
+    finally:
+        await store.close()
+    return made, escrow.sealed_key_id()
 
 
 async def refresh_escrow(escrow: EscrowFile, credentials: ParentKeySource) -> None:

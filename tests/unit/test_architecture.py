@@ -17,13 +17,14 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit")
+ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit", "escrow", "notify")
 CENTRE = (
     "domain",
     "errors",
     "ports",
     "policy",
     "vend",
+    "breakglass",
     "parent_key",
     "fallback",
     "rotation.model",
