@@ -350,8 +350,22 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(issuer.close)
         audit = build_audit(settings)
         stack.push_async_callback(audit.close)
+        # The break-glass escrow follows the service key here too (cron, the CLI).
+        on_switch = _follow_switch(
+            settings,
+            build_credentials(settings, store),
+            None,
+            escrow=build_escrow(settings),
+        )
         rotator = await stack.enter_async_context(
-            rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
+            rotation(
+                settings,
+                store=store,
+                issuer=issuer,
+                metrics=metrics,
+                audit=audit,
+                on_switch=on_switch,
+            )
         )
         yield rotator
 
