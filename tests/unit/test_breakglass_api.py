@@ -68,3 +68,26 @@ def test_ttls_are_read_as_written(text: str, seconds: int) -> None:
 def test_other_ttls_are_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         _seconds(text)
+
+
+def test_break_glass_config_defaults_and_refusals() -> None:
+    from pydantic import ValidationError
+
+    from credbroker.config import BreakGlassConfig
+
+    default = BreakGlassConfig()
+    assert (default.approvals_required, default.ttl_cap_seconds, default.escrow_file) == (
+        2,
+        3600,
+        None,
+    )
+    for bad in (
+        {"approvals_required": 0},
+        {"ttl_cap_seconds": 600},
+        {"escrow_fingerprint": "not-hex"},
+        {"webhook": {"url": "ftp://chat"}},
+        {"webhook": {"url": "https://chat", "attempts": 0}},
+        {"unknown": 1},
+    ):
+        with pytest.raises(ValidationError):
+            BreakGlassConfig.model_validate(bad)

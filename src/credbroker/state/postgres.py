@@ -5,6 +5,7 @@ Tables live in their own schema (default `credbroker`):
     schema_migrations(version, applied_at)   which migrations ran
     rotation_state(credential, phase, ...)   one row per managed credential (key ids, times)
     secret_versions_seen(store, path, ...)  the embedded store's rollback watermark
+    break_glass_requests(id, ...)           break-glass requests (state/breakglass.py)
 
 Migrations run at start, inside one transaction that first takes a transaction-level advisory
 lock, so replicas starting together apply each migration exactly once; running them again
