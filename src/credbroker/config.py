@@ -556,6 +556,9 @@ class Settings(_Model):
             if credential.driver.endpoint is not None:
                 where = f"rotation {credential.name}: driver.endpoint"
                 found += _insecure(where, credential.driver.endpoint, objects.verify_tls)
+        webhook = self.break_glass.webhook
+        if webhook is not None:  # incident details, signed: never in the clear
+            found += _insecure("break_glass.webhook.url", webhook.url, True)
         return found
 
 

@@ -91,3 +91,18 @@ def test_break_glass_config_defaults_and_refusals() -> None:
     ):
         with pytest.raises(ValidationError):
             BreakGlassConfig.model_validate(bad)
+
+
+def test_a_plain_http_webhook_outside_loopback_is_refused_unless_allowed() -> None:
+    from pydantic import ValidationError
+
+    raw = {
+        "object_store": {"endpoint": "http://127.0.0.1:9000"},
+        "spaces": {"ENG": {"bucket": "exports", "prefix": "ENG/"}},
+        "break_glass": {"webhook": {"url": "http://chat.example.com/hook"}},
+    }
+    with pytest.raises(ValidationError, match=r"break_glass\.webhook\.url"):
+        Settings.model_validate(raw)
+    assert Settings.model_validate({**raw, "allow_insecure_transport": True}).insecure_transport()
+    raw["break_glass"] = {"webhook": {"url": "http://127.0.0.1:8099/hook"}}
+    assert Settings.model_validate(raw).insecure_transport() == []
