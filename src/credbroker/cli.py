@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import wiring
+from credbroker import cli_owner_rotated, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
@@ -152,7 +152,7 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     if settings.rotation.credentials:
         print(f"  rotation state: {settings.state.kind}")
-    return 0
+    return cli_owner_rotated.check_config(settings)
 
 
 def _secrets_put(args: argparse.Namespace) -> int:
@@ -222,6 +222,8 @@ def _rotate(args: argparse.Namespace) -> int:
     """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock, 4 if
     --now found a rotation in its grace (without --end-grace or --wait: no key was touched)."""
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.refuse_rotate(settings)
     names = [c.name for c in settings.rotation.credentials]
     if not names:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
@@ -291,6 +293,8 @@ def _describe(outcome: Outcome, *, forced: bool = False) -> str:
 
 def _rotation_status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.rotation_status(settings, as_json=args.json)
     if not settings.rotation.credentials:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
         return 2

@@ -111,7 +111,98 @@ class VaultStoreConfig(_Model):
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
 
-SecretStoreConfig = Annotated[EmbeddedStoreConfig | VaultStoreConfig, Field(discriminator="kind")]
+# A CCP query value: CyberArk's GetPassword refuses `+ & %` in values; `;` separates a Query's
+# properties. Refused, never cleaned (spaces are sent encoded as %20).
+_CcpValue = Annotated[str, StringConstraints(pattern=r"^[^+&%;\x00-\x1f\x7f]{1,256}$")]
+# An account property name in the GetPassword answer (Content, UserName, AWSAccessKeyID, ...).
+_CcpProperty = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+
+
+class CyberArkAccountConfig(_Model):
+    """Where one credbroker secret path lives in CyberArk: the GetPassword query (Safe and
+    Folder, and Object or UserName/Address), and which answer property holds each field."""
+
+    safe: _CcpValue
+    folder: _CcpValue | None = None  # CCP's default: Root
+    object: _CcpValue | None = None
+    username: _CcpValue | None = None
+    address: _CcpValue | None = None
+    # credbroker field -> property of the CCP answer. An access key's id is the account's
+    # UserName (a MinIO user) or a platform property (AWS Access Keys: AWSAccessKeyID).
+    fields: dict[str, _CcpProperty] = Field(
+        default_factory=lambda: {"access_key_id": "UserName", "secret_access_key": "Content"},
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _one_account(self) -> Self:
+        if self.object is None and self.username is None:
+            raise ValueError("give `object`, or `username` (with `address` if needed)")
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The GetPassword query parameters naming this account (AppID and Reason apart)."""
+        names = {
+            "Safe": self.safe,
+            "Folder": self.folder,
+            "Object": self.object,
+            "UserName": self.username,
+            "Address": self.address,
+        }
+        return {name: value for name, value in names.items() if value is not None}
+
+
+class CyberArkCcpStoreConfig(_Model):
+    """CyberArk Central Credential Provider (GET /AIMWebService/api/Accounts): read-only for
+    the broker, CyberArk's CPM rotates (vendor/cyberark/README.md)."""
+
+    kind: Literal["cyberark-ccp"]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")]
+    # The IIS application the web service is published under.
+    service_path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = (
+        "AIMWebService"
+    )
+    app_id: _CcpValue
+    # The application's client certificate (mTLS; CyberArk authenticates the AppID by it),
+    # PEM files. Absent: the AppID is authenticated by allowed machines alone.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify_tls: bool = True
+    ca_file: Path | None = None  # pins the CA of the CCP's server certificate
+    # Sent as Reason (CyberArk's audit log shows it).
+    reason: _CcpValue | None = "credbroker"
+    # ConnectionTimeout: how long the CCP itself may wait on the CyberArk Vault (CCP default 30).
+    connection_timeout_seconds: int | None = Field(default=None, ge=1, le=600)
+    # FailRequestOnPasswordChange: while the CPM changes a password, answer 500 APPAP282E
+    # (an outage for the broker) instead of the password being replaced.
+    fail_request_on_password_change: bool = False
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Every secret path the broker reads: the object store's key, the fallback's.
+    accounts: dict[str, CyberArkAccountConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Self:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give both client_cert and client_key, or neither")
+        return self
+
+    def unreadable_files(self) -> list[str]:
+        """Certificate files that cannot be read now (check-config; the server fails too)."""
+        problems = []
+        for name in ("client_cert", "client_key", "ca_file"):
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                problems.append(f"secret_store.{name} {path}: {exc.strerror}")
+        return problems
+
+
+SecretStoreConfig = Annotated[
+    EmbeddedStoreConfig | VaultStoreConfig | CyberArkCcpStoreConfig, Field(discriminator="kind")
+]
 
 
 class SecretStoreResilienceConfig(_Model):
@@ -493,6 +584,31 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _cyberark_owns_rotation(self) -> Self:
+        """A CCP store is read-only for the broker: CyberArk's CPM rotates, the broker
+        follows. Every path the broker reads must be mapped to a CyberArk account."""
+        store = self.secret_store
+        if not isinstance(store, CyberArkCcpStoreConfig):
+            return self
+        if self.rotation.credentials:
+            names = ", ".join(c.name for c in self.rotation.credentials)
+            raise ValueError(
+                f"rotation.credentials ({names}) with secret_store kind cyberark-ccp: CyberArk's "
+                "CPM rotates these keys and the broker only follows them (a key the object "
+                "store refuses is read again from CCP); remove rotation.credentials "
+                "(vendor/cyberark/README.md)"
+            )
+        paths = {"object_store.credentials_path": self.object_store.credentials_path}
+        if self.fallback is not None:
+            paths["fallback.credentials_path"] = self.fallback.credentials_path
+        for field, path in paths.items():
+            if path not in store.accounts:
+                raise ValueError(
+                    f"{field} {path!r} is not mapped to a CyberArk account in secret_store.accounts"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _transport_secure(self) -> Self:
         targets = self.insecure_transport()
         if targets and not self.allow_insecure_transport:
@@ -504,12 +620,17 @@ class Settings(_Model):
         return self
 
     def insecure_transport(self) -> list[str]:
-        """Each connection to Vault or the object store that is plain http or unverified TLS,
-        to an address outside loopback: the field and scheme://host[:port], never a secret."""
+        """Each connection to Vault, CyberArk CCP or the object store that is plain http or
+        unverified TLS, to an address outside loopback: the field and scheme://host[:port],
+        never a secret."""
         found: list[str] = []
         store = self.secret_store
         if isinstance(store, VaultStoreConfig):
             # A ca_file turns verification on whatever verify_tls says (wiring.py).
+            found += _insecure(
+                "secret_store.url", store.url, store.verify_tls or bool(store.ca_file)
+            )
+        if isinstance(store, CyberArkCcpStoreConfig):
             found += _insecure(
                 "secret_store.url", store.url, store.verify_tls or bool(store.ca_file)
             )

@@ -16,6 +16,7 @@ from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import (
+    CyberArkCcpStoreConfig,
     EmbeddedStoreConfig,
     ManagedKeyConfig,
     PostgresStateConfig,
@@ -127,6 +128,8 @@ def _build_store(settings: Settings, metrics: Metrics | None = None) -> SecretSt
         )
     if isinstance(config, VaultStoreConfig):
         return _build_vault(config)
+    if isinstance(config, CyberArkCcpStoreConfig):
+        return _build_cyberark_ccp(config, settings.object_store.credentials_path)
     raise AssertionError(f"unknown secret store {config!r}")
 
 
@@ -152,6 +155,30 @@ def _build_vault(config: VaultStoreConfig) -> SecretStore:
         token=config.auth.token.resolve(),
         namespace=config.namespace,
         verify=verify,
+        timeout_seconds=config.timeout_seconds,
+    )
+
+
+def _build_cyberark_ccp(config: CyberArkCcpStoreConfig, check_path: str) -> SecretStore:
+    """CyberArk CCP, read-only; `check` reads the object store's key (check_path)."""
+    from credbroker.secrets.cyberark import CcpAccount, CyberArkCcpStore
+
+    return CyberArkCcpStore(
+        config.url,
+        app_id=config.app_id,
+        accounts={
+            path: CcpAccount(query=account.query(), fields=dict(account.fields))
+            for path, account in config.accounts.items()
+        },
+        check_path=check_path,
+        service_path=config.service_path,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        verify=config.verify_tls,
+        ca_file=config.ca_file,
+        reason=config.reason,
+        connection_timeout_seconds=config.connection_timeout_seconds,
+        fail_request_on_password_change=config.fail_request_on_password_change,
         timeout_seconds=config.timeout_seconds,
     )
 

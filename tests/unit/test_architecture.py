@@ -29,6 +29,7 @@ CENTRE = (
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
+    "rotation.owned",
     "rotation.schedule",
 )
 FORBIDDEN_IN_CENTRE = (*ADAPTER_PACKAGES, "config", "web", "wiring", "cli", "observability")
