@@ -25,8 +25,9 @@ accepts is the application's authentication (the double compares the exact certi
 CyberArk compares its serial number, subject or issuer). Anything else: HTTP 404 (IIS).
 
 Outages for the fallback tests: `stop()`/`start()` (connection refused), `hang(s)`,
-`fail_next(n, status, code)`, `vault_down()`. `cpm_change()` is what CyberArk's CPM does when
-it rotates a key: the account's secret (and, for a key pair, its key id) change in place.
+`fail_next(n, status, code)`, `fail_all(status)`, `vault_down()`. `cpm_change()` is what
+CyberArk's CPM does when it rotates a key: the account's secret (and, for a key pair, its key
+id) change in place.
 """
 
 from __future__ import annotations
@@ -183,8 +184,10 @@ class CcpDouble:
         self.accounts: list[Account] = []
         self.applications: dict[str, Application] = {}
         self.requests: list[Request] = []
+        self._clients: dict[str, Issued] = {}
         self._hang = 0.0
         self._failures: list[tuple[int, str]] = []
+        self._failing: tuple[int, str] | None = None
         self._vault_down = False
         self._port = 0
         self._runner: web.AppRunner | None = None
@@ -230,6 +233,14 @@ class CcpDouble:
     ) -> None:
         self.applications[app_id] = Application(set(certificates), set(machines), set(safes))
 
+    def client_for(self, app_id: str, *, safes: set[str]) -> Issued:
+        """A client certificate the AppID accepts (issued and registered once)."""
+        if app_id not in self._clients:
+            issued = self.pki.issue(f"{app_id}-client")
+            self.add_application(app_id, safes=safes, certificates={issued.fingerprint})
+            self._clients[app_id] = issued
+        return self._clients[app_id]
+
     def add_account(self, account: Account) -> Account:
         self.accounts.append(account)
         return account
@@ -256,6 +267,10 @@ class CcpDouble:
     def fail_next(self, n: int, status: int, code: str = "") -> None:
         self._failures.extend([(status, code)] * n)
 
+    def fail_all(self, status: int | None, code: str = "") -> None:
+        """Answer every request with `status` (None: answer normally again)."""
+        self._failing = None if status is None else (status, code)
+
     def vault_down(self, down: bool = True) -> None:
         """The CCP answers, but cannot reach the CyberArk Vault behind it (400 APPAP007E)."""
         self._vault_down = down
@@ -275,9 +290,12 @@ class CcpDouble:
     def _answer(self, request: web.Request, certificate: str | None) -> web.Response:
         if request.method != "GET" or request.path.lower() != f"/{SERVICE}/api/Accounts".lower():
             return web.Response(status=404, text="Not Found")
-        if self._failures:
-            status, code = self._failures.pop(0)
-            return _error(status, code or "APPAP999E", "scripted failure")
+        scripted = self._failures.pop(0) if self._failures else self._failing
+        if scripted is not None:
+            status, code = scripted
+            if not code:  # IIS's own answer: no CCP envelope
+                return web.Response(status=status, text="Service Unavailable")
+            return _error(status, code, "scripted failure")
         query = request.query
         app_id = query.get("AppID")
         if not app_id:

@@ -264,8 +264,7 @@ def _translate(status: int, body: Any, what: str) -> SecretStoreError:
     if code in _DENIED:
         return SecretStorePermissionDenied(
             f"{what}: {said}: the application failed CyberArk's authentication or may not "
-            "use this account (AppID, allowed machines, client certificate, Safe members)",
-            code="ccp_permission_denied",
+            "use this account (AppID, allowed machines, client certificate, Safe members)"
         )
     if code in _OUTAGE:
         reason = (
@@ -282,7 +281,7 @@ def _translate(status: int, body: Any, what: str) -> SecretStoreError:
     if code in _REFUSED_REQUEST:
         return SecretStoreError(f"{what}: {said}: CCP refused the request", code="ccp_bad_request")
     if status in (401, 403):
-        return SecretStorePermissionDenied(f"{what}: {said}", code="ccp_permission_denied")
+        return SecretStorePermissionDenied(f"{what}: {said}")
     if status == 404:
         return SecretNotFound(f"{what}: {said}: not found (service_path?)")
     if status == 429 or status >= 500:
