@@ -148,7 +148,7 @@ class SecretRolledBack(SecretStoreError):
 
 class SecretStoreReadOnly(SecretStoreError):
     """The store cannot be written by the broker (a store whose owner rotates its keys; the
-    port's `writable` is False). No such adapter ships yet."""
+    port's `writable` is False: CyberArk CCP, secrets/cyberark.py)."""
 
     code = "secret_store_read_only"
     status = 409

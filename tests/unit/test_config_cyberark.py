@@ -143,11 +143,11 @@ def test_plain_http_is_allowed_on_loopback_or_when_insecure_transport_is_allowed
     assert settings.insecure_transport() == ["secret_store.url http://ccp.example.com (plain http)"]
 
 
-def test_check_config_shows_the_mapping_and_refuses_unreadable_certificates(
+def test_check_config_shows_the_mapping_and_warns_of_unreadable_certificates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write(tmp_path, config())
-    assert main(["check-config", str(path)]) == 2
+    assert main(["check-config", str(path)]) == 0
     captured = capsys.readouterr()
     assert "secret store: cyberark-ccp" in captured.out
     assert (
@@ -155,11 +155,19 @@ def test_check_config_shows_the_mapping_and_refuses_unreadable_certificates(
         "(access_key_id <- UserName, secret_access_key <- Content)"
     ) in captured.out
     assert "rotation: by CyberArk's CPM" in captured.out
-    assert "secret_store.client_cert" in captured.err
+    assert "warning: secret_store.client_cert" in captured.err
+    assert "warning: secret_store.ca_file" in captured.err
 
     pki = Pki(tmp_path / "pki", name="ca")
     pki.issue("credbroker")
     assert main(["check-config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_without_its_certificates(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, config()))
+    with pytest.raises(ConfigError, match="certificates cannot be loaded"):
+        wiring.build_secret_store(settings)
 
 
 def test_rotate_refuses_a_ccp_store_clearly(
