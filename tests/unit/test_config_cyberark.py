@@ -233,3 +233,31 @@ async def test_rotation_status_says_cyberark_rotates_and_shows_the_key_id_only(
         "problems": [],
     }
     assert "svc-secret-never-shown" not in text + out
+
+
+async def test_the_admin_api_says_cyberark_rotates_instead_of_rotating(
+    tmp_path: Path, ccp: CcpDouble
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from credbroker.callers.tokens import new_token
+    from credbroker.web.app import create_app
+
+    token, digest = new_token()
+    admin = f"""clients:
+  - {{id: ops, token_sha256: {digest}, spaces: [ENG], admin: true}}
+audit: {{path: {tmp_path / "audit.jsonl"}}}
+state: {{kind: sqlite, path: {tmp_path / "state.sqlite3"}}}
+"""
+    settings = load_settings(write(tmp_path, config(url=ccp.url, top_extra=admin)))
+    async with TestClient(TestServer(create_app(settings))) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for method, path in (
+            ("GET", "/v1/admin/rotations"),
+            ("POST", "/v1/admin/rotations/service"),
+        ):
+            response = await client.request(method, path, headers=headers)
+            body = await response.json()
+            assert response.status == 409, body
+            assert body["error"]["code"] == "secret_store_read_only"
+            assert "CyberArk" in body["error"]["message"]

@@ -47,7 +47,14 @@ def _admin(request: web.Request) -> Client:
 
 
 def _rotator(request: web.Request) -> Rotator:
-    rotator = request.app[RUNTIME].rotator
+    runtime = request.app[RUNTIME]
+    rotator = runtime.rotator
+    if rotator is None and not runtime.secret_store.writable:
+        raise SecretStoreReadOnly(
+            f"the secret store ({runtime.secret_store.kind}) is read-only: its owner rotates the "
+            "broker's keys (CyberArk: the CPM) and the broker follows; `credbroker rotation "
+            "status` shows the keys in service"
+        )
     if rotator is None:
         raise web.HTTPNotFound(reason="no rotation is configured")
     return rotator
