@@ -17,7 +17,7 @@ from credbroker.config import load_settings
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 # Files that must exist, and whose client token hashes must stay obviously fake.
-EXAMPLES = ("credbroker.example.yaml", "credbroker.embedded.yaml")
+EXAMPLES = ("credbroker.example.yaml", "credbroker.embedded.yaml", "credbroker.cyberark.yaml")
 
 
 @pytest.fixture(autouse=True)
