@@ -27,7 +27,7 @@ Errors, by CCP error code first (the documented table), then by HTTP status:
     the CyberArk Vault), APPAP282E (500:                             read-only fallback
     the CPM is changing the password),
     other 5xx, 429, refused, timed out,
-    TLS failure, broken answer
+    TLS failure, broken or non-JSON answer
 
 Messages carry the action, the path, the HTTP status and the ErrorCode: never ErrorMsg (it
 repeats the query and may name the password object), never a property value.
@@ -80,6 +80,7 @@ _REFUSED_REQUEST = {"AIMWS030E", "AIMWS031E", "APPAP081E", "CASVL010E"}
 _OUTAGE = {"APPAP007E", "APPAP282E"}
 # What CCP refuses in a value (it does not decode them), and what splits a Query.
 _FORBIDDEN_IN_VALUES = set("+&%;")
+_MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,9 @@ class CyberArkCcpStore:
                 URL(url, encoded=True), headers={"Accept": "application/json"}
             ) as response:
                 status = response.status
-                raw = await response.read()
+                # An answer is a few hundred bytes; a proxy's page or worse is cut short and
+                # then is not JSON.
+                raw = await response.content.read(_MAX_ANSWER_BYTES)
             body = _json(raw)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             cause = "timed out"
@@ -218,6 +221,8 @@ class CyberArkCcpStore:
             cause = "cannot connect"
         except aiohttp.ClientPayloadError:
             cause = "connection broke mid-response"
+        except aiohttp.ClientError as exc:  # a malformed answer: named by its type only
+            cause = f"broken answer ({type(exc).__name__})"
         if cause:
             error: SecretStoreError = SecretStoreUnavailable(f"{what}: {cause}")
         else:

@@ -363,3 +363,12 @@ async def test_no_secret_or_ccp_error_message_in_logs_errors_or_reprs(
     text = "\n".join(seen) + caplog.text
     for leaked in (SECRET, NEW_SECRET, "Password object matching", "Too many password objects"):
         assert leaked not in text
+
+
+async def test_a_200_that_is_not_ccp_json_is_an_outage_not_a_key(
+    make_store: MakeStore, ccp: CcpDouble
+) -> None:
+    ccp.fail_next(1, 200)  # a proxy's page with status 200, no JSON
+    with pytest.raises(SecretStoreUnavailable, match="without a JSON object"):
+        await make_store().read(PATH)
+    assert (await make_store().read(PATH)).get("secret_access_key") == SECRET
