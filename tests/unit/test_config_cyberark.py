@@ -105,6 +105,10 @@ def test_a_ccp_store_loads_with_defaults_and_paths_next_to_the_file(tmp_path: Pa
             ),
             "fallback.credentials_path",
         ),
+        (
+            config(top_extra="audit: {signing_key_secret_path: credbroker/audit/signing}"),
+            "audit.signing_key_secret_path 'credbroker/audit/signing' is not mapped",
+        ),
         (config(accounts=f"    {SERVICE}: {{safe: S}}\n"), "give `object`, or `username`"),
         (config(accounts=f"    {SERVICE}: {{safe: 'a&b', object: O}}\n"), "should match"),
         (config(accounts=f"    {SERVICE}: {{safe: 'S', object: 'x+y'}}\n"), "should match"),
