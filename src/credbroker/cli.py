@@ -124,7 +124,13 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
-    server.run(create_app(settings), host=host, port=port, limits=settings.limits)
+    server.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        limits=settings.limits,
+        tls=settings.server.tls,
+    )
     return 0
 
 
