@@ -107,6 +107,7 @@ class OidcAuth:
         self._clock = clock
         self._keys: dict[str, dict[str, Any]] = {}  # kid -> the JWK as published
         self._fetched_at: float | None = None
+        self._forced_at: float | None = None  # the last refresh an unknown kid caused
         self._jwks_url: str | None = settings.jwks_url
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
@@ -153,14 +154,18 @@ class OidcAuth:
         return at is None or self._clock() - at >= self._settings.cache_seconds
 
     async def _refresh(self, *, force: bool) -> None:
+        """`force`: a token named a kid we do not hold. Such refreshes happen at most once per
+        min_refresh_seconds (the first one at once: a rotation is followed immediately), so a
+        stream of random kids costs the provider one fetch per interval."""
         async with self._lock:
-            at = self._fetched_at
-            if at is not None:
-                age = self._clock() - at
-                if force and age < self._settings.min_refresh_seconds:
-                    return  # fetched moments ago (maybe by a concurrent caller): no new fetch
-                if not force and age < self._settings.cache_seconds:
+            now = self._clock()
+            if force:
+                last = self._forced_at
+                if last is not None and now - last < self._settings.min_refresh_seconds:
                     return
+                self._forced_at = now
+            elif not self._stale():
+                return  # a concurrent caller refreshed while we waited for the lock
             try:
                 keys = await self._fetch_keys()
             except IdentityProviderUnavailable:
