@@ -210,6 +210,15 @@ class ActorCheckUnavailable(UpstreamError):
     status = 503
 
 
+class IdentityProviderUnavailable(UpstreamError):
+    """The OIDC provider's discovery document or key set could not be fetched (and no keys
+    are cached yet), or names another issuer."""
+
+    upstream = "idp"
+    code = "idp_unavailable"
+    status = 503
+
+
 class ActorCheckFailed(UpstreamError):
     """Confluence answered and refused the broker itself (401, 403: wrong credentials or
     scopes). A configuration error, not an outage: never served read-only."""

@@ -36,7 +36,7 @@ import aiohttp
 import jwt
 
 from credbroker.domain import Access, Client, Role
-from credbroker.errors import Unauthenticated, UpstreamError
+from credbroker.errors import IdentityProviderUnavailable, Unauthenticated
 
 log = logging.getLogger("credbroker.callers.oidc")
 
@@ -47,14 +47,6 @@ ALLOWED_ALGORITHMS = frozenset(
 )
 _MAX_TOKEN = 8192
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._@+=,:|-]{1,128}$")
-
-
-class IdentityProviderUnavailable(UpstreamError):
-    """The identity provider's discovery document or key set could not be fetched."""
-
-    upstream = "idp"
-    code = "idp_unavailable"
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)

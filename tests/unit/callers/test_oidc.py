@@ -12,15 +12,10 @@ from typing import Any
 import pytest
 
 from credbroker.callers.composite import CallerAuthChain
-from credbroker.callers.oidc import (
-    ClaimMapping,
-    IdentityProviderUnavailable,
-    OidcAuth,
-    OidcSettings,
-)
+from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
 from credbroker.callers.tokens import TokenAuth, new_token
 from credbroker.domain import Access, CallerProof, Client, Role
-from credbroker.errors import Unauthenticated
+from credbroker.errors import IdentityProviderUnavailable, Unauthenticated
 from tests.doubles.oidc_provider import AUDIENCE, OidcProvider
 from tests.fakes import MonotonicClock
 
