@@ -45,10 +45,14 @@ def ca(tmp_path: Path) -> TestCa:
 
 
 async def running(
-    tls: ServerTlsConfig, contexts: list[server.TlsContexts] | None = None
+    tls: ServerTlsConfig,
+    contexts: list[server.TlsContexts] | None = None,
+    metrics: list[Metrics] | None = None,
 ) -> AsyncIterator[int]:
     app = web.Application(middlewares=[error_middleware])
     app[METRICS] = Metrics()
+    if metrics is not None:
+        metrics.append(app[METRICS])
     auth = CallerAuthChain(
         TokenAuth([(hashlib.sha256(TOKEN.encode()).hexdigest(), RULE)]),
         certificates=CertificateAuth(
@@ -173,10 +177,14 @@ async def test_a_missing_or_foreign_certificate_is_refused_when_required(
     other_ca = TestCa(tmp_path, "another CA")
     foreign = other_ca.issue("foreign", "gateway-1")  # the right name, the wrong issuer
     gateway = ca.issue("gateway", "gateway-1")
-    async for port in running(tls_config(ca, "required")):
+    metrics: list[Metrics] = []
+    async for port in running(tls_config(ca, "required"), metrics=metrics):
         for context in (client_context(ca), client_context(ca, foreign)):
             with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
                 await ask(port, context, TOKEN)
+        # Each refused handshake is counted (aiohttp may try a request twice).
+        failures = metrics[0].registry.get_sample_value("credbroker_tls_handshake_failures_total")
+        assert failures is not None and failures >= 2
         assert await ask(port, client_context(ca, gateway)) == (200, {"client": "gateway-rule"})
 
 

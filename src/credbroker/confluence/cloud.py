@@ -32,7 +32,7 @@ from typing import Any, Literal
 import aiohttp
 
 from credbroker.domain import Access, SecretVersion
-from credbroker.errors import ActorCheckFailed, ActorCheckUnavailable
+from credbroker.errors import ActorCheckFailed, ActorCheckUnavailable, SecretStoreUnavailable
 
 log = logging.getLogger("credbroker.confluence")
 
@@ -173,7 +173,13 @@ class ConfluenceCloudDirectory:
             await self._sleep(wait)
 
     async def _authorization(self) -> str:
-        secret = await self._credentials()
+        try:
+            secret = await self._credentials()
+        except SecretStoreUnavailable:
+            # The space's choice (fail closed, or reads unverified) applies, as for Confluence.
+            raise ActorCheckUnavailable(
+                "Confluence's credentials cannot be read: the secret store is unreachable"
+            ) from None
         if self._auth == "bearer":
             return "Bearer " + secret.get("token")
         pair = f"{secret.get('email')}:{secret.get('api_token')}".encode()

@@ -135,6 +135,7 @@ class _TlsStart(asyncio.Protocol):
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             log.info("TLS handshake refused: %s", type(exc).__name__)
+            self._guard._metrics.tls_handshake_failures.inc()
             transport.close()
             self._relay.release()
             return

@@ -13,7 +13,7 @@ import pytest
 
 from credbroker.confluence.cloud import ConfluenceCloudDirectory
 from credbroker.domain import Access, SecretVersion
-from credbroker.errors import ActorCheckFailed, ActorCheckUnavailable
+from credbroker.errors import ActorCheckFailed, ActorCheckUnavailable, SecretStoreUnavailable
 from tests.doubles.confluence import ConfluenceDouble
 from tests.fakes import MonotonicClock
 
@@ -125,6 +125,21 @@ async def test_an_unreachable_site_is_unavailable() -> None:
             await checker.permitted(space="ENG", actor=VIEWER, access=Access.READ)
     finally:
         await checker.close()
+
+
+async def test_credentials_the_secret_store_cannot_give_mean_unavailable(
+    site: ConfluenceDouble,
+) -> None:
+    async def credentials() -> SecretVersion:
+        raise SecretStoreUnavailable("vault sealed")
+
+    checker = ConfluenceCloudDirectory(url=site.url, credentials=credentials)
+    try:
+        with pytest.raises(ActorCheckUnavailable, match="secret store is unreachable"):
+            await checker.permitted(space="ENG", actor=VIEWER, access=Access.READ)
+    finally:
+        await checker.close()
+    assert site.requests == []
 
 
 async def test_a_slow_site_is_cut_off_at_the_deadline(site: ConfluenceDouble) -> None:
