@@ -12,13 +12,13 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -51,7 +51,7 @@ class OidcProvider:
         self.requests: dict[str, int] = {"discovery": 0, "jwks": 0}
         self.down = False  # answer 503 to everything
         self.advertised_issuer: str | None = None  # the discovery document names another
-        self._server: TestServer | None = None
+        self._runner: web.AppRunner | None = None
         self.url = ""
 
     # --- keys and tokens ---------------------------------------------------------------------
@@ -111,18 +111,22 @@ class OidcProvider:
 
     # --- HTTP -------------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on a free loopback port; over HTTPS with `ssl_context`."""
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks", self._jwks)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        self.url = str(self._server.make_url("")).rstrip("/")
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         return self.url
 
     async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _discovery(self, request: web.Request) -> web.Response:
         self.requests["discovery"] += 1

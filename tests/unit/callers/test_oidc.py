@@ -5,8 +5,10 @@ followed without a restart, and random kids cannot make the broker hammer the pr
 from __future__ import annotations
 
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from credbroker.domain import Access, CallerProof, Client, Role
 from credbroker.errors import IdentityProviderUnavailable, Unauthenticated
 from tests.doubles.oidc_provider import AUDIENCE, OidcProvider
 from tests.fakes import MonotonicClock
+from tests.tls_certs import TestCa
 
 MAPPINGS = [
     ClaimMapping("eng-readers", frozenset({Role.RULE}), frozenset({"ENG"}), Access.READ, 900),
@@ -341,3 +344,39 @@ async def test_without_oidc_a_jwt_is_just_an_unknown_token(provider: OidcProvide
     with pytest.raises(Unauthenticated, match=r"unknown or revoked|Bearer <token>"):
         await chain.authenticate(CallerProof(f"Bearer {provider.token('rsa-1')}"))
     assert provider.requests["jwks"] == 0
+
+
+# --- the provider over HTTPS: pinned to the configured CA -----------------------------------------
+
+
+async def test_the_key_set_is_fetched_only_from_a_provider_the_configured_ca_signed(
+    tmp_path: Path,
+) -> None:
+    from credbroker.config import Settings
+    from credbroker.wiring import build_oidc
+
+    ca = TestCa(tmp_path)
+    issued = ca.issue("idp", "idp.test", server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(issued.cert), str(issued.key))
+    idp = OidcProvider()
+    await idp.start(ssl_context=context)
+    idp.add_key("EC", kid="ec-1")
+    base = {
+        "object_store": {"endpoint": "http://127.0.0.1:9"},
+        "spaces": {"ENG": {"bucket": "cb-main", "prefix": "ENG/"}},
+    }
+    oidc = {"issuer": idp.url, "audience": AUDIENCE, "mappings": [{"value": "eng-readers"}]}
+    pinned = build_oidc(
+        Settings.model_validate({**base, "oidc": {**oidc, "ca_file": str(ca.cert_file)}})
+    )
+    public = build_oidc(Settings.model_validate({**base, "oidc": oidc}))  # certifi's CAs only
+    assert pinned is not None and public is not None
+    try:
+        assert (await pinned.authenticate_token(idp.token("ec-1"))).id == "oidc:alice"
+        with pytest.raises(IdentityProviderUnavailable, match="unreachable or unreadable"):
+            await public.authenticate_token(idp.token("ec-1"))
+    finally:
+        await pinned.close()
+        await public.close()
+        await idp.close()

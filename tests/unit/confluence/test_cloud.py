@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -199,3 +202,30 @@ async def test_the_double_pages_with_a_cursor(site: ConfluenceDouble) -> None:
             seen += [s["key"] for s in body["results"]]
             path = body["_links"].get("next")
     assert seen == ["A", "B", "C", "ENG"]
+
+
+def test_confluence_is_pinned_to_its_configured_ca(tmp_path: Path) -> None:
+    from credbroker.config import Settings
+    from credbroker.wiring import build_actor_directory
+    from tests.fakes import MemorySecretStore
+    from tests.tls_certs import TestCa
+
+    ca = TestCa(tmp_path)
+    settings = Settings.model_validate(
+        {
+            "object_store": {"endpoint": "http://127.0.0.1:9"},
+            "spaces": {"ENG": {"bucket": "cb-main", "prefix": "ENG/"}},
+            "confluence": {
+                "url": "https://wiki.example.org",
+                "credentials_path": "credbroker/confluence",
+                "ca_file": str(ca.cert_file),
+            },
+        }
+    )
+    directory = build_actor_directory(settings, MemorySecretStore())
+    assert isinstance(directory, ConfluenceCloudDirectory)
+    context = directory._ssl
+    assert isinstance(context, ssl.SSLContext)
+    certs: list[Any] = context.get_ca_certs()
+    trusted = [dict(x[0] for x in cert["subject"]) for cert in certs]
+    assert trusted == [{"commonName": "credbroker test CA"}]  # that CA alone, not certifi's
