@@ -100,6 +100,7 @@ class OidcAuth:
         self._keys: dict[str, dict[str, Any]] = {}  # kid -> the JWK as published
         self._fetched_at: float | None = None
         self._forced_at: float | None = None  # the last refresh an unknown kid caused
+        self._prepared: dict[tuple[str, str], jwt.PyJWK] = {}
         self._jwks_url: str | None = settings.jwks_url
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
@@ -123,7 +124,11 @@ class OidcAuth:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise Unauthenticated("JWT names no key id (kid)")
-        key = _usable_key(await self._key(kid), kid, alg)
+        jwk_data = await self._key(kid)
+        key = self._prepared.get((kid, alg))
+        if key is None or key._jwk_data is not jwk_data:
+            # Parsing a key costs about a millisecond: once per key and algorithm, not per call.
+            key = self._prepared[(kid, alg)] = _usable_key(jwk_data, kid, alg)
         claims = self._decode(token, key, alg)
         return self._client(claims)
 
@@ -170,6 +175,7 @@ class OidcAuth:
                     return
                 raise
             self._keys = keys
+            self._prepared = {}
             self._fetched_at = self._clock()
 
     async def _fetch_keys(self) -> dict[str, dict[str, Any]]:
