@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import wiring
+from credbroker import cli_audit, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
+    cli_audit.register(sub, config_arg)
     return parser
 
 

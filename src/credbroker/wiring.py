@@ -5,6 +5,7 @@ never leaks the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -12,14 +13,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from credbroker.audit.chain import ChainedAudit, LineSink, load_private_key
 from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
+from credbroker.audit.stdout import StdoutLines
+from credbroker.audit.syslog import SyslogLines
+from credbroker.audit.trail import FileTrail, read_records
 from credbroker.callers.certificates import CertificateAuth, CertificateRule
 from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
 from credbroker.callers.tokens import TokenAuth
+from credbroker.compliance.check import ComplianceCheck, RotationPolicy
+from credbroker.compliance.html import write_report
+from credbroker.compliance.job import DailyCompliance
+from credbroker.compliance.model import ComplianceResult
+from credbroker.compliance.trail import TrailUsage
 from credbroker.config import (
     EmbeddedStoreConfig,
     ManagedKeyConfig,
@@ -29,9 +42,10 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.domain import Access, AccessKey, BreakerState, Scope, SecretVersion
-from credbroker.errors import CredbrokerError
+from credbroker.errors import ConfigError, CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.objectstore.exposure import ReadOnlyWriteProbe, S3BucketExposure
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
@@ -228,6 +242,47 @@ def build_oidc(settings: Settings) -> OidcAuth | None:
     )
 
 
+def build_audit(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    store: SecretStore | None = None,
+) -> AuditSink:
+    """The audit sink: chained records (audit/chain.py) to each configured sink; inside an API
+    request each record also names the caller. The signing key comes from its file now, or
+    from the secret store (`store`, else one opened for the read) at the first checkpoint."""
+    config = settings.audit
+    sinks: list[LineSink] = []
+    for kind in config.sinks:
+        if kind == "file":
+            sinks.append(JsonLinesAudit(config.path))
+        elif kind == "stdout":
+            sinks.append(StdoutLines())
+        else:
+            syslog = config.syslog
+            assert syslog is not None  # validated
+            sinks.append(
+                SyslogLines(
+                    syslog.host,
+                    syslog.port,
+                    protocol=syslog.protocol,
+                    facility=syslog.facility,
+                    app_name=syslog.app_name,
+                    timeout_seconds=syslog.timeout_seconds,
+                )
+            )
+    return RequestAudit(
+        ChainedAudit(
+            sinks,
+            signer=_audit_signer(settings, store),
+            checkpoint_seconds=config.checkpoint_seconds,
+            publish=_publish_public_key(settings),
+            metrics=metrics,
+            chained=config.chain,
+        )
+    )
+
+
 def build_certificate_auth(settings: Settings) -> CertificateAuth | None:
     tls = settings.server.tls
     if tls is None or not tls.client_certificates:
@@ -274,9 +329,58 @@ def build_actor_directory(settings: Settings, store: SecretStore) -> ActorDirect
     )
 
 
-def build_audit(settings: Settings) -> AuditSink:
-    """The audit sink; inside an API request each record also names the caller."""
-    return RequestAudit(JsonLinesAudit(settings.audit.path))
+def _audit_signer(
+    settings: Settings, store: SecretStore | None
+) -> Ed25519PrivateKey | Callable[[], Awaitable[Ed25519PrivateKey]] | None:
+    config = settings.audit
+    if config.signing_key_file is not None:
+        try:
+            return load_private_key(config.signing_key_file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read audit.signing_key_file {config.signing_key_file}: {exc.strerror}"
+            ) from None
+    path = config.signing_key_secret_path
+    if path is None:
+        return None
+
+    async def from_store() -> Ed25519PrivateKey:
+        own = store is None
+        source = store if store is not None else build_secret_store(settings)
+        try:
+            secret = await source.read(path)
+        finally:
+            if own:
+                await source.close()
+        value = secret.data.get("ed25519_private_key")
+        if not value:
+            raise ConfigError(f"{path}: no field ed25519_private_key")
+        return load_private_key(value.encode())
+
+    return from_store
+
+
+def _publish_public_key(settings: Settings) -> Callable[[Ed25519PublicKey], None] | None:
+    """Write the public key where verifiers look (audit.public_key_file, or NAME.pub)."""
+    target = settings.audit.public_key_path()
+    if target is None:
+        return None
+    pub_path: Path = target
+
+    def publish(public: Ed25519PublicKey) -> None:
+        pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        try:
+            if pub_path.exists() and pub_path.read_bytes() == pem:
+                return
+            pub_path.parent.mkdir(parents=True, exist_ok=True)
+            pub_path.write_bytes(pem)
+            pub_path.chmod(0o644)
+        except OSError as exc:
+            log.error("cannot publish the audit public key at %s: %s", pub_path, exc.strerror)
+
+    return publish
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -433,12 +537,127 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         rotator = await stack.enter_async_context(
             rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
         )
         yield rotator
+
+
+# --- the compliance check -----------------------------------------------------------------------
+
+
+def _compliance(
+    settings: Settings,
+    *,
+    store: SecretStore,
+    issuer: Issuer,
+    audit: AuditSink | None,
+    state: StateStore | None,
+) -> ComplianceCheck:
+    """The check over the real systems: the object store asked with the inspect key and the
+    read-only identity's key (both read from the secret store at call time), the rotation
+    state store, and the audit files."""
+    object_store = settings.object_store
+    config = settings.compliance
+    tls = object_store_tls(settings)
+
+    def reader(path: str) -> Callable[[], Awaitable[AccessKey]]:
+        async def read() -> AccessKey:
+            return AccessKey.from_secret(await store.read(path))
+
+        return read
+
+    fallback = settings.fallback
+    probe = None
+    if fallback is not None:
+        probe = ReadOnlyWriteProbe(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            flavor=object_store.flavor,
+            issuer=issuer,
+            role_arn=fallback.role_arn,
+            credentials=reader(fallback.credentials_path),
+        )
+    trail = FileTrail(settings.audit.path, settings.audit.public_key_path())
+    return ComplianceCheck(
+        spaces=settings.spaces,
+        clients=[c.to_client() for c in settings.clients],
+        ttl=object_store.ttl,
+        clock_skew_seconds=object_store.clock_skew_seconds,
+        exposure=S3BucketExposure(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            credentials=reader(config.inspect_credentials_path or object_store.credentials_path),
+        ),
+        write_probe=probe,
+        canary_name=config.canary_name,
+        state=state,
+        rotations=[
+            RotationPolicy(c.name, c.schedule.to_schedule(), c.grace_seconds, c.enabled)
+            for c in settings.rotation.credentials
+        ],
+        trail=trail,
+        usage=TrailUsage(trail),
+        unused_days=config.unused_days,
+        insecure_transport=settings.insecure_transport(),
+        accepted_insecure=config.accept_insecure_transport,
+        audit=audit,
+    )
+
+
+@asynccontextmanager
+async def compliance_check(
+    settings: Settings, *, metrics: Metrics | None = None
+) -> AsyncIterator[ComplianceCheck]:
+    """Everything the check needs outside the server (`credbroker compliance check`)."""
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings, metrics=metrics)
+        stack.push_async_callback(store.close)
+        issuer = build_issuer(settings)
+        stack.push_async_callback(issuer.close)
+        audit = build_audit(settings, metrics=metrics, store=store)
+        stack.push_async_callback(audit.close)
+        state = await build_state_store(settings)
+        stack.push_async_callback(state.close)
+        yield _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+
+
+def write_compliance_report(result: ComplianceResult, folder: Path) -> tuple[Path, Path]:
+    return write_report(result, folder)
+
+
+def audit_records(files: list[Path]) -> list[dict[str, Any]]:
+    return read_records(files)
+
+
+def build_daily_compliance(
+    settings: Settings, *, store: SecretStore, issuer: Issuer, audit: AuditSink, metrics: Metrics
+) -> DailyCompliance:
+    """The daily run inside `serve` (one per day across replicas: the state store's lock)."""
+
+    async def run() -> ComplianceResult:
+        state = await build_state_store(settings)
+        try:
+            check = _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+            result = await check.run()
+        finally:
+            await state.close()
+        metrics.compliance_failed.set(len(result.failed()))
+        return result
+
+    async def publish(result: ComplianceResult) -> None:
+        await asyncio.to_thread(write_report, result, settings.compliance.report_dir)
+
+    return DailyCompliance(
+        run,
+        publish,
+        lambda: build_state_store(settings),
+        at=settings.compliance.daily_at,
+    )
 
 
 # --- the whole service ------------------------------------------------------------------------
@@ -460,6 +679,7 @@ class Runtime:
     scheduler: RotationScheduler | None
     readiness: Readiness
     limits: Limits
+    compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
 
 
 def build_limits(settings: Settings) -> Limits:
@@ -506,7 +726,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)  # one sink per process: vends and rotations alike
+        # One sink per process (one chain): vends and rotations alike.
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
@@ -557,6 +778,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             scheduler=scheduler,
             readiness=readiness,
             limits=build_limits(settings),
+            compliance=build_daily_compliance(
+                settings, store=store, issuer=issuer, audit=audit, metrics=metrics
+            )
+            if settings.compliance.scheduler
+            else None,
         )
 
 
