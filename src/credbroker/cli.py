@@ -125,7 +125,13 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
-    server.run(create_app(settings), host=host, port=port, limits=settings.limits)
+    server.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        limits=settings.limits,
+        tls=settings.server.tls,
+    )
     return 0
 
 
@@ -144,6 +150,7 @@ def _check_config(args: argparse.Namespace) -> int:
             f"{MAX_POLICY_CHARS} chars as {flavor.value} counts them)"
         )
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
+    _print_identities(settings)
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()
         owner = c.driver.user or " and ".join(c.driver.users or [])
@@ -154,6 +161,27 @@ def _check_config(args: argparse.Namespace) -> int:
     if settings.rotation.credentials:
         print(f"  rotation state: {settings.state.kind}")
     return cli_owner_rotated.check_config(settings)
+
+
+def _print_identities(settings: Settings) -> None:
+    tls = settings.server.tls
+    if tls is not None:
+        print(
+            f"  https: TLS {tls.min_version}+, {tls.cert_file}; client certificates "
+            f"{tls.client_certs} ({len(tls.client_certificates)} mapped)"
+        )
+    if settings.oidc is not None:
+        oidc = settings.oidc
+        print(
+            f"  oidc: {oidc.issuer} audience {oidc.audience}, {', '.join(oidc.algorithms)}, "
+            f"claim {oidc.claim} ({len(oidc.mappings)} mappings)"
+        )
+    checked = sorted(k for k, s in settings.spaces.items() if s.actor_check is not None)
+    if settings.confluence is not None:
+        print(
+            f"  confluence: {settings.confluence.url}; actor checked in "
+            f"{', '.join(checked) or '(no space)'}"
+        )
 
 
 def _secrets_put(args: argparse.Namespace) -> int:
