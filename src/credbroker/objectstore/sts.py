@@ -167,11 +167,23 @@ def parse_timestamp(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_CREDENTIAL_FIELDS: Final = frozenset(
+    {"AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
+)
+
+
 def _parse_assume_role(payload: bytes) -> SessionKey:
     try:
         root = ElementTree.fromstring(payload)
-        access_key, secret_key = _text(root, "AccessKeyId"), _text(root, "SecretAccessKey")
-        token, expiration = _text(root, "SessionToken"), _text(root, "Expiration")
+        found: dict[str, str] = {}
+        # One pass over the tree (the first of each field, as before): the answer is small but
+        # this runs on every vend.
+        for element in root.iter():
+            name = element.tag.rsplit("}", 1)[-1]
+            if name in _CREDENTIAL_FIELDS and name not in found and element.text:
+                found[name] = str(element.text).strip()
+        access_key, secret_key = found.get("AccessKeyId"), found.get("SecretAccessKey")
+        token, expiration = found.get("SessionToken"), found.get("Expiration")
         if not (access_key and secret_key and token and expiration):
             raise ValueError("incomplete credentials")
         return SessionKey(access_key, secret_key, token, parse_timestamp(expiration))
