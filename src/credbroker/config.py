@@ -223,6 +223,9 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # /readyz answers from a result this old at most (one upstream probe in flight at a time).
     readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
+    # Broker processes on this port (SO_REUSEPORT; web/workers.py); fair-use rates are split
+    # among them.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class LimitsConfig(_Model):

@@ -135,9 +135,11 @@ async def serve(
     limits: LimitsConfig,
     stop: asyncio.Event,
     started: Callable[[int], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve `app` until `stop` is set, then shut down as run_app does (stop listening, let
-    requests in progress finish, run the app's cleanup). `started` gets the bound port."""
+    requests in progress finish, run the app's cleanup). `started` gets the bound port.
+    `reuse_port`: one of several workers on the port (web/workers.py)."""
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout_seconds)
     await runner.setup()
     try:
@@ -148,7 +150,9 @@ async def serve(
             header_timeout_seconds=limits.header_timeout_seconds,
             metrics=app[METRICS],
         )
-        listener = await asyncio.get_running_loop().create_server(guard, host, port)
+        listener = await asyncio.get_running_loop().create_server(
+            guard, host, port, reuse_port=reuse_port or None
+        )
         bound = listener.sockets[0].getsockname()[1]
         log.info("serving on http://%s:%d", host, bound)
         if started is not None:
@@ -161,7 +165,14 @@ async def serve(
         await runner.cleanup()
 
 
-def run(app: web.Application, *, host: str, port: int, limits: LimitsConfig) -> None:
+def run(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    limits: LimitsConfig,
+    reuse_port: bool = False,
+) -> None:
     """`credbroker serve`: until SIGINT or SIGTERM."""
 
     async def main() -> None:
@@ -175,6 +186,6 @@ def run(app: web.Application, *, host: str, port: int, limits: LimitsConfig) -> 
             signal.SIGHUP,
             lambda: log.info("SIGHUP: the audit file follows log rotation by itself"),
         )
-        await serve(app, host=host, port=port, limits=limits, stop=stop)
+        await serve(app, host=host, port=port, limits=limits, stop=stop, reuse_port=reuse_port)
 
     asyncio.run(main())
