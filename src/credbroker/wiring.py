@@ -719,7 +719,7 @@ def build_limits(settings: Settings) -> Limits:
         if c.rate_per_second is not None or c.burst is not None
     }
     return Limits(
-        rate=TokenBuckets(default, per_client),
+        rate=TokenBuckets(default, per_client, processes=settings.server.workers),
         in_flight=InFlightCap(config.max_in_flight),
         body_timeout_seconds=config.body_timeout_seconds,
     )
