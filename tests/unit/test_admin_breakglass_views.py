@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker.audit.context import RequestAudit
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.domain import Access, Client, Role
 from credbroker.observability import Metrics
@@ -52,7 +53,9 @@ async def served() -> AsyncIterator[tuple[TestClient[Any, Any], World]]:
     app[METRICS] = Metrics()
     app[RUNTIME] = cast(
         Runtime,
-        SimpleNamespace(caller_auth=TokenAuth(clients), break_glass=world.glass, audit=audit),
+        SimpleNamespace(
+            caller_auth=CallerAuthChain(TokenAuth(clients)), break_glass=world.glass, audit=audit
+        ),
     )
     admin_breakglass.add_routes(app.router)
     client = TestClient(TestServer(app))

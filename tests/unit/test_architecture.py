@@ -17,7 +17,16 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit", "escrow", "notify")
+ADAPTER_PACKAGES = (
+    "objectstore",
+    "secrets",
+    "state",
+    "callers",
+    "audit",
+    "confluence",
+    "escrow",
+    "notify",
+)
 CENTRE = (
     "domain",
     "errors",
@@ -30,7 +39,14 @@ CENTRE = (
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
+    "rotation.owned",
     "rotation.schedule",
+    "compliance.model",
+    "compliance.check",
+    "compliance.trail",
+    "compliance.access_report",
+    "compliance.html",
+    "compliance.job",
 )
 FORBIDDEN_IN_CENTRE = (*ADAPTER_PACKAGES, "config", "web", "wiring", "cli", "observability")
 

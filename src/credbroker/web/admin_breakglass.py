@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from credbroker.audit import context as audit_context
 from credbroker.breakglass import BreakGlass
 from credbroker.domain import Access, BreakGlassRequest, Client, utc_text
+from credbroker.web import callers
 from credbroker.web.appkeys import RUNTIME
 from credbroker.web.handlers import _parse
 from credbroker.web.schemas import Credentials
@@ -116,8 +117,8 @@ def _use_case(request: web.Request) -> BreakGlass:
     return break_glass
 
 
-def _caller(request: web.Request) -> Client:
-    client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+async def _caller(request: web.Request) -> Client:
+    client = await callers.authenticate(request)
     audit_context.CLIENT.set(client.id)
     return client
 
@@ -163,7 +164,7 @@ def _answer(body: Any, status: int = 200) -> web.Response:
 
 async def create_request(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     body = await _parse(request, BreakGlassRequestBody)
     made = await use_case.request(
         client,
@@ -179,34 +180,34 @@ async def create_request(request: web.Request) -> web.Response:
 
 async def list_requests(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     items = await use_case.list(client)
     return _answer({"requests": [_view(use_case, i) for i in items]})
 
 
 async def show_request(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     return _answer(_view(use_case, await use_case.get(client, _request_id(request))))
 
 
 async def approve(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     item = await use_case.approve(client, _request_id(request), source=request.remote)
     return _answer(_view(use_case, item))
 
 
 async def deny(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     item = await use_case.deny(client, _request_id(request), source=request.remote)
     return _answer(_view(use_case, item))
 
 
 async def submit_share(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     request_id = _request_id(request)
     body = await _parse(request, ShareBody)
     accepted = await use_case.submit_share(client, request_id, body.share, source=request.remote)
@@ -221,7 +222,7 @@ async def submit_share(request: web.Request) -> web.Response:
 
 async def collect(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     got = await use_case.collect(client, _request_id(request), source=request.remote)
     c = got.credentials
     answer = Credentials(
@@ -242,7 +243,7 @@ async def collect(request: web.Request) -> web.Response:
 
 async def close(request: web.Request) -> web.Response:
     use_case = _use_case(request)
-    client = _caller(request)
+    client = await _caller(request)
     request_id = _request_id(request)
     body = await _parse(request, CloseBody)
     closed = await use_case.close(client, request_id, outcome=body.outcome, source=request.remote)
