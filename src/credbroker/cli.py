@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_audit, cli_leases, wiring
+from credbroker import cli_audit, cli_breakglass, cli_leases, cli_owner_rotated, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
-from credbroker.errors import CredbrokerError, RotationBusy
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
 from credbroker.rotation.model import Outcome, RunResult
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument(
+        "--workers", type=int, help="override server.workers: broker processes on the port"
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
@@ -112,11 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_rotation_status)
     cli_leases.register(sub, config_arg)
     cli_audit.register(sub, config_arg)
+    cli_breakglass.register(sub, config_arg)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     from credbroker.web import server
+    from credbroker.web import workers as workers_module
     from credbroker.web.app import create_app
 
     settings = load_settings(args.config)
@@ -125,9 +130,31 @@ def _serve(args: argparse.Namespace) -> int:
         _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            raise ConfigError("--workers must be between 1 and 64")
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"workers": args.workers})}
+        )
+    workers = settings.server.workers
+    if workers > 1 and workers_module.worker_slot() is None:
+        # This process only supervises; the port is held (SO_REUSEPORT, not listening) so that
+        # --port 0 means one free port for all.
+        held, port = workers_module.reserve_port(host, port)
+        with held:
+            command = workers_module.worker_command(str(args.config), host, port, workers)
+            _log.info("starting %d workers on %s:%d", workers, host, port)
+            return workers_module.Supervisor(command, workers).run()
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
-    server.run(create_app(settings), host=host, port=port, limits=settings.limits)
+    server.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        limits=settings.limits,
+        tls=settings.server.tls,
+        reuse_port=workers > 1,
+    )
     return 0
 
 
@@ -146,6 +173,7 @@ def _check_config(args: argparse.Namespace) -> int:
             f"{MAX_POLICY_CHARS} chars as {flavor.value} counts them)"
         )
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
+    _print_identities(settings)
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()
         owner = c.driver.user or " and ".join(c.driver.users or [])
@@ -155,7 +183,28 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     if settings.rotation.credentials:
         print(f"  rotation state: {settings.state.kind}")
-    return 0
+    return cli_owner_rotated.check_config(settings)
+
+
+def _print_identities(settings: Settings) -> None:
+    tls = settings.server.tls
+    if tls is not None:
+        print(
+            f"  https: TLS {tls.min_version}+, {tls.cert_file}; client certificates "
+            f"{tls.client_certs} ({len(tls.client_certificates)} mapped)"
+        )
+    if settings.oidc is not None:
+        oidc = settings.oidc
+        print(
+            f"  oidc: {oidc.issuer} audience {oidc.audience}, {', '.join(oidc.algorithms)}, "
+            f"claim {oidc.claim} ({len(oidc.mappings)} mappings)"
+        )
+    checked = sorted(k for k, s in settings.spaces.items() if s.actor_check is not None)
+    if settings.confluence is not None:
+        print(
+            f"  confluence: {settings.confluence.url}; actor checked in "
+            f"{', '.join(checked) or '(no space)'}"
+        )
 
 
 def _secrets_put(args: argparse.Namespace) -> int:
@@ -225,6 +274,8 @@ def _rotate(args: argparse.Namespace) -> int:
     """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock, 4 if
     --now found a rotation in its grace (without --end-grace or --wait: no key was touched)."""
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.refuse_rotate(settings)
     names = [c.name for c in settings.rotation.credentials]
     if not names:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
@@ -294,6 +345,8 @@ def _describe(outcome: Outcome, *, forced: bool = False) -> str:
 
 def _rotation_status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.rotation_status(settings, as_json=args.json)
     if not settings.rotation.credentials:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
         return 2

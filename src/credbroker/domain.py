@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 def utc_text(moment: datetime | None) -> str | None:
@@ -27,6 +27,9 @@ class Mode(enum.StrEnum):
 
     NORMAL = "normal"
     READ_ONLY = "read-only"
+    # A key handed out by a dual-control break-glass request (breakglass.py), whichever parent
+    # key signed it.
+    BREAK_GLASS = "break-glass"
 
 
 class Access(enum.StrEnum):
@@ -92,6 +95,11 @@ class SpaceTarget:
 
     bucket: str
     prefix: str = ""
+    # "confluence": before vending, Confluence must say the request's actor may view (read) or
+    # edit (write) this space. While it cannot answer: "fail-closed" refuses every vend (503),
+    # "read-only" serves reads unverified (the audit record says so) and refuses writes.
+    actor_check: Literal["confluence"] | None = None
+    actor_check_unavailable: Literal["fail-closed", "read-only"] = "fail-closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +221,72 @@ class RotationRecord:
     next_due_at: datetime | None = None
     schedule_fingerprint: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The client certificate the TLS handshake verified (mTLS): its subject common name and
+    subject alternative names. Absent on plain HTTP or when the caller sent none."""
+
+    subject_cn: str | None = None
+    dns_names: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallerProof:
+    """What a caller shows to be recognised: its Authorization header (a static token or an
+    OIDC JWT) and the client certificate its TLS connection was verified with."""
+
+    authorization: str | None = field(default=None, repr=False)
+    peer: PeerCertificate | None = None
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+
+class BreakGlassStatus(enum.StrEnum):
+    """Where a break-glass request stands.
+
+    open -> approved (threshold reached) -> collected (the key was handed out, once) -> closed
+    open -> denied; open or approved -> expired (not approved, or not collected, in time).
+    """
+
+    OPEN = "open"
+    APPROVED = "approved"
+    DENIED = "denied"
+    COLLECTED = "collected"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassRequest:
+    """One break-glass request as the state store keeps it. Ids and times, never a secret.
+
+    `revision` grows with every save: the store writes a request only over the revision it
+    was read at (two approvers at once, or two collects, never both win)."""
+
+    id: str
+    requester: str
+    space: str
+    access: Access
+    prefix: str  # as asked inside the space ("" for the whole space)
+    ttl_seconds: int
+    reason: str
+    created_at: datetime
+    approve_by: datetime  # open requests expire here
+    status: BreakGlassStatus = BreakGlassStatus.OPEN
+    approvals: tuple[str, ...] = ()
+    denied_by: str | None = None
+    approved_at: datetime | None = None
+    collect_by: datetime | None = None  # approved requests expire here
+    collected_at: datetime | None = None
+    key_id: str | None = None  # the vended key's id
+    key_expires_at: datetime | None = None
+    used_escrow: bool = False  # the escrowed service key signed it (the vault was down)
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    outcome: str | None = None
+    revision: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.audit.stdout import StdoutLines
 from credbroker.audit.syslog import SyslogLines
 from credbroker.audit.trail import FileTrail, read_records
+from credbroker.breakglass import BreakGlass, BreakGlassRules
+from credbroker.callers.certificates import CertificateAuth, CertificateRule
+from credbroker.callers.composite import CallerAuthChain
+from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
 from credbroker.callers.tokens import TokenAuth
 from credbroker.compliance.check import ComplianceCheck, RotationPolicy
 from credbroker.compliance.html import write_report
@@ -30,6 +35,7 @@ from credbroker.compliance.job import DailyCompliance
 from credbroker.compliance.model import ComplianceResult
 from credbroker.compliance.trail import TrailUsage
 from credbroker.config import (
+    CyberArkCcpStoreConfig,
     EmbeddedStoreConfig,
     ManagedKeyConfig,
     PostgresStateConfig,
@@ -37,11 +43,13 @@ from credbroker.config import (
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
-from credbroker.domain import Access, AccessKey, BreakerState, Scope
-from credbroker.errors import ConfigError, CredbrokerError
+from credbroker.domain import Access, AccessKey, BreakerState, Scope, SecretVersion
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
+from credbroker.escrow.file import EscrowFile, NewEscrow
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.leases import LeaseJobs, Revoker, Unenforced
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.notify.webhook import NullNotifier, WebhookNotifier
 from credbroker.objectstore.exposure import ReadOnlyWriteProbe, S3BucketExposure
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -49,14 +57,17 @@ from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
 from credbroker.ports import (
+    ActorDirectory,
     AuditSink,
     CallerAuth,
     Issuer,
     KeyDriver,
     LeaseLog,
+    Notifier,
     RevocationEnforcer,
     SecretStore,
     StateStore,
+    TokenCheck,
 )
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
@@ -153,6 +164,8 @@ def _build_store(settings: Settings, metrics: Metrics | None = None) -> SecretSt
         )
     if isinstance(config, VaultStoreConfig):
         return _build_vault(config)
+    if isinstance(config, CyberArkCcpStoreConfig):
+        return _build_cyberark_ccp(config, settings.object_store.credentials_path)
     raise AssertionError(f"unknown secret store {config!r}")
 
 
@@ -182,6 +195,30 @@ def _build_vault(config: VaultStoreConfig) -> SecretStore:
     )
 
 
+def _build_cyberark_ccp(config: CyberArkCcpStoreConfig, check_path: str) -> SecretStore:
+    """CyberArk CCP, read-only; `check` reads the object store's key (check_path)."""
+    from credbroker.secrets.cyberark import CcpAccount, CyberArkCcpStore
+
+    return CyberArkCcpStore(
+        config.url,
+        app_id=config.app_id,
+        accounts={
+            path: CcpAccount(query=account.query(), fields=dict(account.fields))
+            for path, account in config.accounts.items()
+        },
+        check_path=check_path,
+        service_path=config.service_path,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        verify=config.verify_tls,
+        ca_file=config.ca_file,
+        reason=config.reason,
+        connection_timeout_seconds=config.connection_timeout_seconds,
+        fail_request_on_password_change=config.fail_request_on_password_change,
+        timeout_seconds=config.timeout_seconds,
+    )
+
+
 def object_store_tls(settings: Settings) -> TlsPolicy:
     config = settings.object_store
     return TlsPolicy(config.verify_tls, str(config.ca_file) if config.ca_file else None)
@@ -199,8 +236,45 @@ def build_issuer(settings: Settings) -> Issuer:
     )
 
 
-def build_caller_auth(settings: Settings) -> CallerAuth:
+def _outbound_tls(verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """The identity provider's and Confluence's TLS, pinned like Vault's and the object
+    store's: a ca_file is trusted alone (and turns verification on), else certifi's bundle."""
+    return TlsPolicy(verify or ca_file is not None, str(ca_file) if ca_file else None).for_aiohttp()
+
+
+def build_token_check(settings: Settings) -> TokenCheck:
     return TokenAuth((c.token_sha256, c.to_client()) for c in settings.clients)
+
+
+def build_oidc(settings: Settings) -> OidcAuth | None:
+    config = settings.oidc
+    if config is None:
+        return None
+    return OidcAuth(
+        OidcSettings(
+            issuer=config.issuer,
+            jwks_url=config.jwks_url,
+            audience=config.audience,
+            algorithms=frozenset(config.algorithms),
+            claim=config.claim,
+            name_claim=config.name_claim,
+            mappings=[
+                ClaimMapping(
+                    value=m.value,
+                    roles=frozenset(m.roles),
+                    spaces=frozenset(m.spaces),
+                    max_access=m.max_access,
+                    max_ttl_seconds=m.max_ttl_seconds,
+                )
+                for m in config.mappings
+            ],
+            leeway_seconds=config.clock_skew_seconds,
+            min_refresh_seconds=config.jwks_min_refresh_seconds,
+            cache_seconds=config.jwks_cache_seconds,
+            timeout_seconds=config.timeout_seconds,
+            ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        )
+    )
 
 
 def build_audit(
@@ -241,6 +315,52 @@ def build_audit(
             metrics=metrics,
             chained=config.chain,
         )
+    )
+
+
+def build_certificate_auth(settings: Settings) -> CertificateAuth | None:
+    tls = settings.server.tls
+    if tls is None or not tls.client_certificates:
+        return None
+    clients = {c.id: c.to_client() for c in settings.clients}
+    rules = []
+    for rule in tls.client_certificates:
+        field, value = rule.match()
+        rules.append(CertificateRule(field=field, value=value, client=clients[rule.client]))
+    return CertificateAuth(rules)
+
+
+def build_caller_auth(settings: Settings, tokens: TokenCheck | None = None) -> CallerAuthChain:
+    """Static tokens (`tokens`, or the configured clients' hashes), OIDC JWTs when `oidc:` is
+    set, client certificates when server.tls maps them."""
+    return CallerAuthChain(
+        tokens if tokens is not None else build_token_check(settings),
+        oidc=build_oidc(settings),
+        certificates=build_certificate_auth(settings),
+    )
+
+
+def build_actor_directory(settings: Settings, store: SecretStore) -> ActorDirectory | None:
+    """Confluence, asked whether a rule's actor may view or edit a space (None without a
+    `confluence:` section). Its credentials are read from the secret store at call time."""
+    config = settings.confluence
+    if config is None:
+        return None
+    from credbroker.confluence.cloud import ConfluenceCloudDirectory
+
+    path = config.credentials_path
+
+    async def credentials() -> SecretVersion:
+        return await store.read(path)
+
+    return ConfluenceCloudDirectory(
+        url=config.url,
+        credentials=credentials,
+        auth=config.auth,
+        ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        timeout_seconds=config.timeout_seconds,
+        cache_seconds=config.cache_seconds,
+        max_retry_after_seconds=config.max_retry_after_seconds,
     )
 
 
@@ -530,8 +650,22 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(issuer.close)
         audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
+        # The break-glass escrow follows the service key here too (cron, the CLI).
+        on_switch = _follow_switch(
+            settings,
+            build_credentials(settings, store),
+            None,
+            escrow=build_escrow(settings),
+        )
         rotator = await stack.enter_async_context(
-            rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
+            rotation(
+                settings,
+                store=store,
+                issuer=issuer,
+                metrics=metrics,
+                audit=audit,
+                on_switch=on_switch,
+            )
         )
         yield rotator
 
@@ -676,6 +810,7 @@ class Runtime:
     revoker: Revoker | None = None
     lease_jobs: LeaseJobs | None = None
     compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
+    break_glass: BreakGlass | None = None
 
 
 def build_limits(settings: Settings) -> Limits:
@@ -688,7 +823,7 @@ def build_limits(settings: Settings) -> Limits:
         if c.rate_per_second is not None or c.burst is not None
     }
     return Limits(
-        rate=TokenBuckets(default, per_client),
+        rate=TokenBuckets(default, per_client, processes=settings.server.workers),
         in_flight=InFlightCap(config.max_in_flight),
         body_timeout_seconds=config.body_timeout_seconds,
     )
@@ -729,6 +864,9 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         fallback = build_fallback(settings, store, metrics)
         readiness = build_readiness(settings, store, issuer, fallback)
         stack.push_async_callback(readiness.close)
+        actors = build_actor_directory(settings, store)
+        if actors is not None:
+            stack.push_async_callback(actors.close)
         state = await _open_state_store(settings)  # leases (and principals) need it always
         stack.push_async_callback(state.close)
         lease_writer = BatchedLeaseWriter(
@@ -748,11 +886,15 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             metrics=metrics,
             flavor=settings.object_store.flavor,
             fallback=fallback,
+            actors=actors,
             leases=lease_writer,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
+        caller_auth = build_caller_auth(settings)
+        stack.push_async_callback(caller_auth.close)
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
+        escrow = build_escrow(settings)
         if settings.rotation.credentials:
             rotator = await stack.enter_async_context(
                 rotation(
@@ -761,15 +903,34 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     issuer=issuer,
                     metrics=metrics,
                     audit=audit,
-                    on_switch=_follow_switch(settings, credentials, fallback),
+                    on_switch=_follow_switch(settings, credentials, fallback, escrow=escrow),
                 )
             )
             if settings.rotation.scheduler:
                 scheduler = RotationScheduler(
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
+        notifier = build_notifier(settings, metrics)
+        stack.push_async_callback(notifier.close)
+        break_glass_state = await _open_state_store(settings)
+        stack.push_async_callback(break_glass_state.close)
+        break_glass = build_break_glass(
+            settings,
+            state=break_glass_state,
+            issuer=issuer,
+            credentials=credentials,
+            audit=audit,
+            notifier=notifier,
+            metrics=metrics,
+            fallback=fallback,
+            escrow=escrow,
+            rotator=rotator,
+        )
+        if escrow is not None:
+            await refresh_escrow(escrow, credentials)
         yield Runtime(
-            caller_auth=build_caller_auth(settings),
+            break_glass=break_glass,
+            caller_auth=caller_auth,
             audit=audit,
             broker=broker,
             secret_store=store,
@@ -797,17 +958,147 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
 
 
 def _follow_switch(
-    settings: Settings, credentials: ParentKeySource, fallback: ReadOnlyFallback | None
+    settings: Settings,
+    credentials: ParentKeySource,
+    fallback: ReadOnlyFallback | None,
+    *,
+    escrow: EscrowFile | None = None,
 ) -> Callable[[str], Awaitable[None]]:
     """What a rotation's switch means here: the broker drops its cached service key at once,
-    and the read-only fallback re-reads (and re-seals) its key when that one rotated."""
+    the break-glass escrow is re-sealed with the new key (replacing the old one: no custodian
+    needed, it seals to a public key), and the read-only fallback re-reads (and re-seals) its
+    key when that one rotated."""
     fallback_path = settings.fallback.credentials_path if settings.fallback else None
 
     async def switched(path: str) -> None:
         if path == settings.object_store.credentials_path:
             credentials.invalidate()
+            if escrow is not None:
+                await refresh_escrow(escrow, credentials)
         if fallback is not None and path == fallback_path:
             with contextlib.suppress(CredbrokerError):
                 await fallback.refresh()  # the sealed copy follows the new key now
 
     return switched
+
+
+# --- break-glass --------------------------------------------------------------------------------
+
+
+def build_escrow(settings: Settings) -> EscrowFile | None:
+    config = settings.break_glass
+    if config.escrow_file is None:
+        return None
+    return EscrowFile(config.escrow_file, pinned_fingerprint=config.escrow_fingerprint)
+
+
+async def init_escrow(
+    settings: Settings, *, shares: int, threshold: int, replace: bool
+) -> tuple[NewEscrow, str | None]:
+    """A new escrow at break_glass.escrow_file (`credbroker escrow init`), sealed at once with
+    the service key when the secret store answers; the shares, and the key id sealed (None:
+    the broker seals it at its next start)."""
+    path = settings.break_glass.escrow_file
+    if path is None:
+        raise ConfigError("set break_glass.escrow_file in the config first")
+    escrow, made = EscrowFile.init(path, shares=shares, threshold=threshold, replace=replace)
+    store = build_secret_store(settings)
+    try:
+        await refresh_escrow(escrow, build_credentials(settings, store))
+    finally:
+        await store.close()
+    return made, escrow.sealed_key_id()
+
+
+async def refresh_escrow(escrow: EscrowFile, credentials: ParentKeySource) -> None:
+    """Seal the service key in service into the escrow unless it holds it already (at start,
+    and at each rotation's switch). Never raises: a failure is logged, the escrow keeps what
+    it had (the key in service until a rotation; then, since the escrow may hold a key about
+    to be deleted, the error says so)."""
+    try:
+        key = await credentials.current()
+        if await asyncio.to_thread(escrow.sealed_key_id) == key.access_key_id:
+            return
+        await asyncio.to_thread(escrow.seal, key)
+    except CredbrokerError as exc:
+        log.error(
+            "break-glass escrow %s not refreshed (%s): it may not hold the service key in "
+            "service; writes during an outage would fail until it is",
+            escrow.path,
+            exc.code,
+        )
+        return
+    log.info("break-glass escrow %s now holds service key %s", escrow.path, key.access_key_id)
+
+
+def build_notifier(settings: Settings, metrics: Metrics) -> Notifier:
+    webhook = settings.break_glass.webhook
+    if webhook is None:
+        return NullNotifier()
+    return WebhookNotifier(
+        webhook.url,
+        secret=webhook.secret.resolve().encode() if webhook.secret is not None else None,
+        attempts=webhook.attempts,
+        backoff_seconds=webhook.backoff_seconds,
+        backoff_max_seconds=webhook.backoff_max_seconds,
+        timeout_seconds=webhook.timeout_seconds,
+        on_result=lambda outcome: metrics.webhook_deliveries.labels(outcome).inc(),
+    )
+
+
+def build_break_glass(
+    settings: Settings,
+    *,
+    state: SqliteStateStore | PostgresStateStore,
+    issuer: Issuer,
+    credentials: ParentKeySource,
+    audit: AuditSink,
+    notifier: Notifier,
+    metrics: Metrics,
+    fallback: ReadOnlyFallback | None,
+    escrow: EscrowFile | None,
+    rotator: Rotator | None,
+) -> BreakGlass:
+    config = settings.break_glass
+    service = next(
+        (
+            c.name
+            for c in settings.rotation.credentials
+            if c.secret_path == settings.object_store.credentials_path
+        ),
+        None,
+    )
+    rotate: Callable[[], Awaitable[str]] | None = None
+    if rotator is not None and service is not None:
+        name = service
+
+        async def rotate_now() -> str:
+            """The escrowed key left the vault's custody: a new one now (a rotation in its
+            grace is ended first)."""
+            try:
+                outcome = await rotator.run(name, force=True, end_grace=True)
+            except RotationBusy:
+                return "busy"
+            return str(outcome.result)
+
+        rotate = rotate_now
+    return BreakGlass(
+        store=state,
+        spaces=settings.spaces,
+        flavor=settings.object_store.flavor,
+        issuer=issuer,
+        credentials=credentials,
+        audit=audit,
+        notifier=notifier,
+        metrics=metrics,
+        rules=BreakGlassRules(
+            approvals_required=config.approvals_required,
+            approve_window_seconds=config.approve_window_seconds,
+            collect_window_seconds=config.collect_window_seconds,
+            ttl_cap_seconds=config.ttl_cap_seconds,
+            clock_skew_seconds=settings.object_store.clock_skew_seconds,
+        ),
+        fallback=fallback,
+        escrow=escrow,
+        rotate_service_key=rotate,
+    )

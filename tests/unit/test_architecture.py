@@ -17,18 +17,29 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit")
+ADAPTER_PACKAGES = (
+    "objectstore",
+    "secrets",
+    "state",
+    "callers",
+    "audit",
+    "confluence",
+    "escrow",
+    "notify",
+)
 CENTRE = (
     "domain",
     "errors",
     "ports",
     "policy",
     "vend",
+    "breakglass",
     "parent_key",
     "fallback",
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
+    "rotation.owned",
     "rotation.schedule",
     "compliance.model",
     "compliance.check",

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
+from credbroker.state.breakglass import SQLITE_TABLE as BREAK_GLASS_TABLE
+from credbroker.state.breakglass import SqliteBreakGlassRequests
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, TIME_COLUMNS, from_row, to_row
 from credbroker.state.sqlite_leases import LEASE_MIGRATION_SQL, SqliteLeases
@@ -78,12 +80,17 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
-        Migration(3, "leases and revocations", LEASE_MIGRATION_SQL),
+        Migration(
+            3,
+            "break_glass_requests: dual-control break-glass requests (ids and times only)",
+            (BREAK_GLASS_TABLE,),
+        ),
+        Migration(4, "leases and revocations", LEASE_MIGRATION_SQL),
     )
 )
 
 
-class SqliteStateStore(SqliteLeases):
+class SqliteStateStore(SqliteLeases, SqliteBreakGlassRequests):
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:

@@ -168,7 +168,7 @@ def lease_filter(query: Any, now: datetime) -> LeaseFilter:
 
 
 async def list_leases(request: web.Request) -> web.Response:
-    _admin(request)
+    await _admin(request)
     runtime = _runtime_parts(request)
     now = datetime.now(UTC)
     wanted = lease_filter(request.query, now)
@@ -180,7 +180,7 @@ async def list_leases(request: web.Request) -> web.Response:
 
 
 async def create_revocation(request: web.Request) -> web.Response:
-    admin = _admin(request)
+    admin = await _admin(request)
     runtime = _runtime_parts(request)
     body = await _parse(request, RevocationBody)
     selector, value = body.selector()

@@ -48,7 +48,10 @@ _REFUSALS = {
 
 @functools.cache
 def document() -> dict[str, Any]:
-    from credbroker.web import admin_leases  # it imports the handlers, which import this
+    from credbroker.web import (
+        admin_breakglass,  # it imports handlers, which import this
+        admin_leases,  # it imports the handlers, which import this
+    )
 
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (CredentialsBody, "validation"),
@@ -60,6 +63,7 @@ def document() -> dict[str, Any]:
         (Readiness, "serialization"),
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
+        *admin_breakglass.OPENAPI_MODELS,
         *admin_leases.MODELS,
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
@@ -164,6 +168,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **admin_breakglass.openapi_paths(json_content, errors),
             **admin_leases.openapi_paths(json_content, errors),
             "/openapi.json": {
                 "get": {

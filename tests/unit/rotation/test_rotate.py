@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker import cli, wiring
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.cli import _describe
 from credbroker.domain import (
@@ -544,7 +545,7 @@ async def test_status_shows_key_ids_and_ages_never_secrets(world: World) -> None
     assert status.key_age_seconds == 600 + 3600  # stored before the grace, then an hour
     assert status.phase == "done" and status.problems == []
     assert in_store.secret_access_key not in text
-    age = world.metrics.registry.get_sample_value(
+    age = world.metrics.live.get_sample_value(
         "credbroker_rotation_key_age_seconds", {"credential": "service"}
     )
     assert age is not None and age >= 3600
@@ -958,7 +959,9 @@ async def admin_api(world: World) -> AsyncIterator[TestClient[web.Request, web.A
     app[METRICS] = Metrics()
     ops = Client("ops", frozenset(), Access.READ, 900, roles=frozenset({Role.ADMIN}))
     auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
-    app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=world.rotator()))
+    app[RUNTIME] = cast(
+        Runtime, SimpleNamespace(caller_auth=CallerAuthChain(auth), rotator=world.rotator())
+    )
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
