@@ -225,6 +225,12 @@ class ServerConfig(_Model):
     readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
 
+class ReadinessConfig(_Model):
+    """/readyz's vend canary (web/readiness.py): an AssumeRole and one list, this often."""
+
+    canary_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
 class LimitsConfig(_Model):
     """Fair use, counted by each replica alone (README "Limits")."""
 
@@ -384,6 +390,7 @@ class Settings(_Model):
     clients: list[ClientConfig] = Field(default_factory=list)
     audit: AuditConfig = AuditConfig()
     limits: LimitsConfig = LimitsConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
     secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
     # Absent: no fallback; while the secret store is unreachable every vend gets 503.
     fallback: FallbackConfig | None = None

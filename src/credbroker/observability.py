@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -98,6 +99,34 @@ class Metrics:
             registry=r,
         )
 
+        self.rotation_next_due = Gauge(
+            "credbroker_rotation_next_due_timestamp_seconds",
+            "When the state store says the next rotation run of a credential is due (Unix "
+            "time; a rotation is overdue when this lies well in the past)",
+            ["credential"],
+            registry=r,
+        )
+        self.audit_failures = Counter(
+            "credbroker_audit_failures",
+            "Audit records that could not be written, by exception type",
+            ["reason"],
+            registry=r,
+        )
+        # /readyz (web/readiness.py): one series per named check, 1 passing, 0 failing.
+        self.readiness_check = Gauge(
+            "credbroker_readiness_check",
+            "1 while a readiness check passes (secret_store, object_store, secrets, "
+            "read_only_fallback, vend_canary), 0 while it fails",
+            ["check"],
+            registry=r,
+        )
+
+    def count_audit_failure(self, reason: str) -> None:
+        self.audit_failures.labels(reason).inc()
+
+    def set_readiness_check(self, check: str, ok: bool) -> None:
+        self.readiness_check.labels(check).set(1 if ok else 0)
+
     # --- ports.BrokerMetrics ----------------------------------------------------------------
 
     def count_parent_key_refresh(self) -> None:
@@ -124,3 +153,10 @@ class Metrics:
 
     def set_consecutive_failures(self, credential: str, failures: int) -> None:
         self.rotation_failures.labels(credential).set(failures)
+
+    def set_next_due(self, credential: str, at: datetime | None) -> None:
+        if at is None:
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                self.rotation_next_due.remove(credential)
+        else:
+            self.rotation_next_due.labels(credential).set(at.timestamp())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from credbroker.audit.context import RequestAudit
+from credbroker.audit.counted import CountedAudit
 from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import (
@@ -24,7 +25,7 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.domain import Access, AccessKey, BreakerState, Scope
-from credbroker.errors import CredbrokerError
+from credbroker.errors import CredbrokerError, SecretStoreCircuitOpen, SecretStoreError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.objectstore.probe import SignedCallProbe
@@ -41,7 +42,7 @@ from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
 from credbroker.state.watermark import LazyWatermark
 from credbroker.vend import Broker
-from credbroker.web.readiness import Readiness
+from credbroker.web.readiness import Canary, Readiness
 
 if TYPE_CHECKING:
     from credbroker.state.postgres import PostgresStateStore
@@ -177,9 +178,13 @@ def build_caller_auth(settings: Settings) -> CallerAuth:
     return TokenAuth((c.token_sha256, c.to_client()) for c in settings.clients)
 
 
-def build_audit(settings: Settings) -> AuditSink:
-    """The audit sink; inside an API request each record also names the caller."""
-    return RequestAudit(JsonLinesAudit(settings.audit.path))
+def build_audit(settings: Settings, *, metrics: Metrics | None = None) -> AuditSink:
+    """The audit sink; inside an API request each record also names the caller. With
+    `metrics`, a record that cannot be written is counted (credbroker_audit_failures)."""
+    sink: AuditSink = RequestAudit(JsonLinesAudit(settings.audit.path))
+    if metrics is not None:
+        sink = CountedAudit(sink, metrics.count_audit_failure)
+    return sink
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -336,7 +341,7 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)
+        audit = build_audit(settings, metrics=metrics)
         stack.push_async_callback(audit.close)
         rotator = await stack.enter_async_context(
             rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
@@ -381,18 +386,88 @@ def build_limits(settings: Settings) -> Limits:
     )
 
 
+def configured_secret_paths(settings: Settings) -> list[str]:
+    """Every secret a vend or a rotation reads: the service key, the read-only fallback key,
+    each managed credential's key and its object-store admin key (in that order, once each)."""
+    paths = [settings.object_store.credentials_path]
+    if settings.fallback is not None:
+        paths.append(settings.fallback.credentials_path)
+    for credential in settings.rotation.credentials:
+        paths += [credential.secret_path, credential.driver.admin_credentials_path]
+    return list(dict.fromkeys(paths))
+
+
+async def _read_around_breaker(store: ResilientSecretStore, path: str) -> AccessKey:
+    """A readiness read: no retries, around the breaker (its outcome moves nothing); the keys
+    must be usable (both fields). While the breaker is open, the breaker's answer."""
+    wait = store.breaker.retry_after()
+    if wait > 0:
+        raise SecretStoreCircuitOpen(
+            f"the secret store is unreachable (circuit breaker open, next try in {wait:.1f}s)",
+            retry_after=wait,
+        )
+    secret = await store.inner.read(path)
+    try:
+        return AccessKey.from_secret(secret)
+    except KeyError:
+        raise SecretStoreError(
+            f"secret {path!r} needs the fields access_key_id and secret_access_key"
+        ) from None
+
+
 def build_readiness(
     settings: Settings,
     store: ResilientSecretStore,
     issuer: Issuer,
     fallback: ReadOnlyFallback | None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Readiness:
     """/readyz: cached, single-flight, and around the breaker (its probes never move it). A
-    breaker state change drops the cached answer, so readiness follows degraded mode."""
+    breaker state change drops the cached answer, so readiness follows degraded mode.
+
+    Checks: secret_store, object_store, secrets (every configured secret present and usable),
+    read_only_fallback (present and fresh), vend_canary (scheduled: the service key assumes the
+    vend role with a session policy for the first space and lists it with the minted key)."""
+    paths = configured_secret_paths(settings)
+
+    async def secrets() -> None:
+        failures: list[CredbrokerError] = []
+        for path in paths:
+            try:
+                await _read_around_breaker(store, path)
+            except CredbrokerError as exc:
+                failures.append(exc)
+        if failures:
+            first = failures[0]
+            message = "; ".join(f.message for f in failures)
+            raise CredbrokerError(message, code=first.code)
+
+    object_store = settings.object_store
+    probe = SignedCallProbe(
+        issuer=issuer,
+        endpoint=object_store.endpoint,
+        region=object_store.region,
+        flavor=object_store.flavor,
+        tls=object_store_tls(settings),
+        timeout_seconds=object_store.timeout_seconds,
+    )
+    scope = proof_scope(settings)
+
+    async def vend_canary() -> None:
+        try:
+            key = await _read_around_breaker(store, object_store.credentials_path)
+            await probe.accepts(key, via="sts", role_arn=object_store.role_arn, proof=scope)
+        finally:
+            await probe.close()  # one run now and then: no pooled connection in between
+
     readiness = Readiness(
         secret_store=store.probe,
         object_store=issuer.check,
         fallback=fallback,
+        checks={"secrets": secrets},
+        canary=Canary(vend_canary, interval_seconds=settings.readiness.canary_seconds),
+        on_check=metrics.set_readiness_check if metrics is not None else None,
         cache_seconds=settings.server.readiness_cache_seconds,
         deadline_seconds=settings.secret_store_resilience.timeout_seconds,
     )
@@ -409,11 +484,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)  # one sink per process: vends and rotations alike
+        audit = build_audit(settings, metrics=metrics)  # one sink per process: vends, rotations
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
-        readiness = build_readiness(settings, store, issuer, fallback)
+        readiness = build_readiness(settings, store, issuer, fallback, metrics=metrics)
         stack.push_async_callback(readiness.close)
         broker = Broker(
             spaces=settings.spaces,
