@@ -15,9 +15,9 @@ from typing import Any
 
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
-from credbroker.config import Settings, load_settings
+from credbroker.config import Settings, load_settings, placeholder_token_hashes
 from credbroker.domain import utc_text
-from credbroker.errors import CredbrokerError, RotationBusy
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
 from credbroker.rotation.model import Outcome, RunResult
@@ -130,6 +130,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
+    placeholders = placeholder_token_hashes(settings)
+    if placeholders:
+        raise ConfigError(
+            f"{args.file}: token_sha256 of client(s) {', '.join(placeholders)} is a placeholder; "
+            "make a token with `credbroker clients new-token` and put its hash there"
+        )
     print(f"{args.file}: ok")
     print(f"  secret store: {settings.secret_store.kind}")
     for target in settings.insecure_transport():

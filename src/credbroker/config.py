@@ -610,5 +610,19 @@ def load_settings(path: Path) -> Settings:
     return resolved
 
 
+# sha256 of the empty string: a token nobody should be able to send.
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def placeholder_token_hashes(settings: Settings) -> list[str]:
+    """Clients whose token_sha256 is a placeholder (a digit or two repeated, as the shipped
+    examples have, or the hash of an empty token): `check-config` refuses them."""
+    return [
+        client.id
+        for client in settings.clients
+        if len(set(client.token_sha256)) <= 2 or client.token_sha256 == _EMPTY_SHA256
+    ]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

@@ -131,3 +131,17 @@ async def test_an_unreachable_store_is_degraded_even_though_the_checks_needing_i
     assert (await broken.report())[0] == 503
     await ready.close()
     await broken.close()
+
+
+async def test_a_canary_run_the_store_outage_stopped_is_run_again_once_asked() -> None:
+    check = CountingProbe(SecretStoreUnavailable("vault sealed"))
+    canary = Canary(check, interval_seconds=3600)
+    ready = readiness(store=CountingProbe(DOWN), canary=canary, fallback=Fallback())
+    assert (await ready.report())[1]["status"] == "degraded"
+    ready.invalidate()  # the store is back (a breaker change)
+    status, body = await ready.report()
+    assert (status, body["status"], check.calls) == (200, "ready", 2)
+    ready.invalidate()
+    await ready.report()
+    assert check.calls == 2  # a good result is kept until the schedule runs it again
+    await ready.close()

@@ -47,9 +47,12 @@ CANARY = "vend_canary"
 
 
 class Canary:
-    """The last outcome of a check too costly to run per probe (the vend canary), run by
-    `run_forever` every `interval_seconds`; `latest` (a readiness probe) re-raises its failure.
-    Before the first run has ended, `latest` waits for it (one run at a time)."""
+    """The last outcome of a check too costly to run per probe (the vend canary), run on
+    Readiness's schedule every `interval_seconds`; `latest` (a readiness probe) re-raises its
+    failure. Before the first run has ended, `latest` waits for it (one run at a time); a run
+    that never reached the check proper because the secret store was unreachable is run again
+    by the next `latest` (at most once per readiness cache interval), so readiness follows the
+    store's recovery without waiting for the schedule."""
 
     def __init__(
         self,
@@ -83,7 +86,7 @@ class Canary:
         self._last = (self._clock(), failure)
 
     async def latest(self) -> None:
-        if self._last is None:
+        if self._last is None or _unreachable(self._last[1]):
             await self.run_once()
         assert self._last is not None
         failure = self._last[1]
@@ -171,7 +174,8 @@ class Readiness:
             await canary.run_once()
             self.invalidate()  # the next answer carries this run's outcome
             with contextlib.suppress(Exception):  # an answer's own failures are in its checks
-                await self.report()
+                await self.report()  # sets the gauges
+            self.invalidate()  # an asker gets a fresh answer, not one cached by the schedule
             await asyncio.sleep(canary.interval_seconds)
 
     async def close(self) -> None:
@@ -237,6 +241,10 @@ async def _outcome(name: str, probe: Probe) -> dict[str, Any]:
         log.warning("readiness probe %s failed: %s", name, type(exc).__name__)
         return {"ok": False, "code": "probe_failed", "message": type(exc).__name__}
     return {"ok": True}
+
+
+def _unreachable(failure: BaseException | None) -> bool:
+    return isinstance(failure, CredbrokerError) and failure.code in _UNREACHABLE
 
 
 def _verdict(checks: Checks) -> tuple[int, dict[str, Any]]:
