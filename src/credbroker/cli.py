@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import wiring
+from credbroker import cli_secrets_copy, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings, placeholder_token_hashes
 from credbroker.domain import utc_text
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--reveal", action="store_true", help="print the values too (break-glass)")
     p.set_defaults(func=_secrets_get)
+    cli_secrets_copy.register(ssub, config_arg)
 
     p = sub.add_parser("keygen", help="print a new base64 AES-256 sealing key")
     p.set_defaults(func=lambda _args: print(new_key()) or 0)
