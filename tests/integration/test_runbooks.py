@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from credbroker import wiring
 from credbroker.config import EmbeddedStoreConfig, Settings
 from credbroker.state.sqlite import SqliteStateStore
 from support.rgw_server import RgwServer
@@ -173,16 +174,24 @@ async def test_runbook_05_carries_every_secret_into_the_new_store(
     assert (tmp_path / "credbroker.yaml.prev").exists()
 
     # The broker on the new config (the restart): ready with every check, and it vends.
+    store = wiring.build_secret_store(new)
+    try:
+        carried = {p: dict((await store.read(p)).data) for p in (READ_ONLY_PATH, ADMIN_PATH)}
+    finally:
+        await store.close()
+    assert carried == {READ_ONLY_PATH: read_only, ADMIN_PATH: identity.admin_key.as_secret_data()}
     async with started(rgw, tmp_path, seed={}, **_as_overrides(new)) as broker:
         body = await ready(broker)
         assert all(check["ok"] for check in body["checks"].values()), body
-        for path in (READ_ONLY_PATH, ADMIN_PATH):
-            assert (await broker.store.read(path)).data["access_key_id"] is not None
         vended = await broker.vend("eng-reader", {"space": "ENG", "access": "read"})
         assert vended.status == 201, await vended.text()
         key = await vended.json()
         broker.s3_for(key).list_objects_v2(Bucket="cb-main", Prefix="ENG/")
-        current = (await broker.store.read(SERVICE_PATH)).data["access_key_id"]
+    store = wiring.build_secret_store(new)
+    try:
+        current = (await store.read(SERVICE_PATH)).data["access_key_id"]
+    finally:
+        await store.close()
 
     # Option 1: the parent key was rotated in the new store; the old one is refused.
     assert current != identity.initial.access_key_id
