@@ -593,6 +593,32 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# Where the files the broker writes go when the config does not name them: the image sets it
+# to /var/lib/credbroker (the config folder, /etc/credbroker, is mounted read-only there).
+STATE_DIR_ENV = "CREDBROKER_STATE_DIR"
+
+
+def _writable_defaults(settings: Settings, state_dir: Path) -> Settings:
+    """Put every file the broker writes whose path the config leaves at its default (the
+    rotation state, the audit log, the embedded store, the fallback's sealed cache) under
+    `state_dir`, by its default file name. Paths the config names are kept as written."""
+    updates: dict[str, Any] = {}
+    state = settings.state
+    if isinstance(state, SqliteStateConfig) and "path" not in state.model_fields_set:
+        updates["state"] = state.model_copy(update={"path": state_dir / state.path.name})
+    audit = settings.audit
+    if "path" not in audit.model_fields_set and audit.path is not None:
+        updates["audit"] = audit.model_copy(update={"path": state_dir / audit.path.name})
+    store = settings.secret_store
+    if isinstance(store, EmbeddedStoreConfig) and "path" not in store.model_fields_set:
+        updates["secret_store"] = store.model_copy(update={"path": state_dir / store.path.name})
+    fallback = settings.fallback
+    if fallback is not None and "cache_file" not in fallback.model_fields_set:
+        cache = state_dir / fallback.cache_file.name
+        updates["fallback"] = fallback.model_copy(update={"cache_file": cache})
+    return settings.model_copy(update=updates) if updates else settings
+
+
 def load_settings(path: Path) -> Settings:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -606,6 +632,9 @@ def load_settings(path: Path) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
+    state_dir = os.environ.get(STATE_DIR_ENV, "")
+    if state_dir:
+        settings = _writable_defaults(settings, Path(state_dir))
     resolved: Settings = _resolve_paths(settings, path.resolve().parent)
     return resolved
 
