@@ -25,7 +25,10 @@ import pytest
 import yaml
 
 from credbroker import wiring
+from credbroker.callers.tokens import new_token
 from credbroker.config import EmbeddedStoreConfig, Settings
+from credbroker.secrets.embedded import EmbeddedSecretStore
+from credbroker.secrets.sealing import load_key, new_key
 from credbroker.state.sqlite import SqliteStateStore
 from support.rgw_server import RgwServer
 from support.runbooks import run_runbook
@@ -217,3 +220,47 @@ async def ready(harness: Harness, seconds: float = 20) -> dict[str, Any]:
             return body
         assert time.monotonic() < deadline, json.dumps(body)
         await asyncio.sleep(0.2)
+
+
+async def test_runbook_01_validates_and_puts_the_parent_key_into_the_state_dir(
+    rgw: RgwServer, tmp_path: Path
+) -> None:
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    (etc / "seal.key").write_text(new_key())
+    (etc / "seal.key").chmod(0o600)
+    _, digest = new_token()
+    config = {
+        "secret_store": {"kind": "embedded", "key_env": "CB_UNSET_KEY", "key_file": "seal.key"},
+        "object_store": {
+            "flavor": "rgw",
+            "endpoint": rgw.endpoint,
+            "role_arn": rgw.vend_role_arn,
+            "credentials_path": SERVICE_PATH,
+        },
+        "spaces": {"ENG": {"bucket": "cb-main", "prefix": "ENG/"}},
+        "clients": [{"id": "eng-reader", "token_sha256": digest, "spaces": ["ENG"]}],
+    }
+    conf = etc / "credbroker.yaml"
+    conf.write_text(yaml.safe_dump(config))
+    keys = tmp_path / "credbroker.json"
+    keys.write_text(
+        json.dumps(
+            {"access_key_id": rgw.broker_access_key, "secret_access_key": rgw.broker_secret_key}
+        )
+    )
+    done = await asyncio.to_thread(
+        run_runbook,
+        RUNBOOKS / "01-deploy.md",
+        env=runbook_env(CONF=str(conf), KEYS_FILE=str(keys), CREDBROKER_STATE_DIR=str(state)),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{conf}: ok" in done.stdout
+    assert rgw.broker_secret_key not in done.stdout + done.stderr
+    # The promised state: the key is in the store under the state dir, nothing beside the config.
+    assert {p.name for p in etc.iterdir()} == {"seal.key", "credbroker.yaml"}
+    store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=etc / "seal.key"))
+    assert (await store.read(SERVICE_PATH)).data["access_key_id"] == rgw.broker_access_key
