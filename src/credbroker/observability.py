@@ -72,6 +72,12 @@ class Metrics:
             "credbroker_in_flight", "Vends and presigns being worked on", registry=r
         )
         self.connections = Gauge("credbroker_connections", "Open client connections", registry=r)
+        self.tls_handshake_failures = Counter(
+            "credbroker_tls_handshake_failures",
+            "Connections closed because their TLS handshake failed (no or a foreign client "
+            "certificate when required, not TLS, too old a version, too slow)",
+            registry=r,
+        )
         # Rotation of the broker's own keys (rotation/rotate.py). Alert on a failure streak
         # (rotation_consecutive_failures > 0) and on a stale last success.
         self.rotations = Counter(
@@ -106,12 +112,6 @@ class Metrics:
             ["credential"],
             registry=r,
         )
-        self.audit_failures = Counter(
-            "credbroker_audit_failures",
-            "Audit records that could not be written, by exception type",
-            ["reason"],
-            registry=r,
-        )
         # /readyz (web/readiness.py): one series per named check, 1 passing, 0 failing.
         self.readiness_check = Gauge(
             "credbroker_readiness_check",
@@ -120,9 +120,20 @@ class Metrics:
             ["check"],
             registry=r,
         )
+        self.audit_failures = Counter(
+            "credbroker_audit_failures",
+            "Audit records that could not be written, by sink (each refused its request)",
+            ["sink"],
+            registry=r,
+        )
+        self.compliance_failed = Gauge(
+            "credbroker_compliance_failed_controls",
+            "Controls the last compliance check found failing (0: all pass)",
+            registry=r,
+        )
 
-    def count_audit_failure(self, reason: str) -> None:
-        self.audit_failures.labels(reason).inc()
+    def count_audit_failure(self, sink: str) -> None:
+        self.audit_failures.labels(sink).inc()
 
     def set_readiness_check(self, check: str, ok: bool) -> None:
         self.readiness_check.labels(check).set(1 if ok else 0)

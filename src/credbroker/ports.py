@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from credbroker.domain import (
+    Access,
     AccessKey,
+    CallerProof,
     Client,
     RotationRecord,
     Scope,
@@ -178,10 +180,30 @@ class Issuer(Protocol):
     async def close(self) -> None: ...
 
 
-class CallerAuth(Protocol):
+class TokenCheck(Protocol):
+    """Static bearer tokens (`cbk_...`), checked in memory without I/O."""
+
     def authenticate(self, authorization: str | None) -> Client:
         """Resolve an Authorization header to a client, or raise Unauthenticated."""
         ...
+
+
+class CallerAuth(Protocol):
+    """Who is asking: a static token, an OIDC JWT (may fetch the identity provider's keys)
+    or a verified client certificate (callers/composite.py decides which)."""
+
+    async def authenticate(self, proof: CallerProof) -> Client:
+        """Resolve what the caller showed to a client, or raise Unauthenticated."""
+        ...
+
+
+class ActorDirectory(Protocol):
+    """Asks the wiki (Confluence) whether the account that triggered a rule may view (read)
+    or edit (write) a space. Errors: ActorCheckUnavailable (no answer in time, 5xx, 429)."""
+
+    async def permitted(self, *, space: str, actor: str, access: Access) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -284,3 +306,53 @@ class KeyProbe(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- the compliance check -----------------------------------------------------------------------
+
+
+class BucketExposure(Protocol):
+    """Asks the object store whether a bucket is public (objectstore/exposure.py)."""
+
+    async def public_findings(self, bucket: str) -> tuple[list[str], list[str]]:
+        """(findings, evidence): each finding a sentence naming what makes the bucket public
+        (a bucket policy statement for everyone, a public ACL grant, an anonymous listing that
+        worked); evidence what was asked and answered. ObjectStoreUnavailable if it does not
+        answer."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WriteProbe(Protocol):
+    """Tries to write a canary object with the read-only fallback identity."""
+
+    async def write_refused(self, bucket: str, key: str) -> tuple[bool, list[str]]:
+        """(True if every write attempt was refused by the object store, evidence). An object
+        that was written is deleted again."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AuditTrail(Protocol):
+    """The audit records, read back (audit/trail.py)."""
+
+    async def records(self, since: datetime, until: datetime) -> list[Mapping[str, Any]]:
+        """Every record with `ts` in [since, until), oldest first."""
+        ...
+
+    async def verify(self, since: datetime) -> tuple[bool, str | None, list[dict[str, Any]]]:
+        """Verify the chains of the files holding records since `since`: (ok, first problem,
+        one summary per chain)."""
+        ...
+
+
+class UsageSource(Protocol):
+    """When each client last used its access (the audit trail today; a lease table later)."""
+
+    async def last_use(
+        self, since: datetime, until: datetime
+    ) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """client id -> (last grant of any kind, last write grant) in the window."""
+        ...

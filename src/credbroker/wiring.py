@@ -5,18 +5,36 @@ never leaks the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from credbroker.audit.chain import ChainedAudit, LineSink, load_private_key
 from credbroker.audit.context import RequestAudit
-from credbroker.audit.counted import CountedAudit
 from credbroker.audit.jsonl import JsonLinesAudit
+from credbroker.audit.stdout import StdoutLines
+from credbroker.audit.syslog import SyslogLines
+from credbroker.audit.trail import FileTrail, read_records
+from credbroker.callers.certificates import CertificateAuth, CertificateRule
+from credbroker.callers.composite import CallerAuthChain
+from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
 from credbroker.callers.tokens import TokenAuth
+from credbroker.compliance.check import ComplianceCheck, RotationPolicy
+from credbroker.compliance.html import write_report
+from credbroker.compliance.job import DailyCompliance
+from credbroker.compliance.model import ComplianceResult
+from credbroker.compliance.trail import TrailUsage
 from credbroker.config import (
+    CyberArkCcpStoreConfig,
     EmbeddedStoreConfig,
     ManagedKeyConfig,
     PostgresStateConfig,
@@ -24,16 +42,31 @@ from credbroker.config import (
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
-from credbroker.domain import Access, AccessKey, BreakerState, Scope
-from credbroker.errors import CredbrokerError, SecretStoreCircuitOpen, SecretStoreError
+from credbroker.domain import Access, AccessKey, BreakerState, Scope, SecretVersion
+from credbroker.errors import (
+    ConfigError,
+    CredbrokerError,
+    SecretStoreCircuitOpen,
+    SecretStoreError,
+)
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.objectstore.exposure import ReadOnlyWriteProbe, S3BucketExposure
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
-from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
+from credbroker.ports import (
+    ActorDirectory,
+    AuditSink,
+    CallerAuth,
+    Issuer,
+    KeyDriver,
+    SecretStore,
+    StateStore,
+    TokenCheck,
+)
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
@@ -128,6 +161,8 @@ def _build_store(settings: Settings, metrics: Metrics | None = None) -> SecretSt
         )
     if isinstance(config, VaultStoreConfig):
         return _build_vault(config)
+    if isinstance(config, CyberArkCcpStoreConfig):
+        return _build_cyberark_ccp(config, settings.object_store.credentials_path)
     raise AssertionError(f"unknown secret store {config!r}")
 
 
@@ -157,6 +192,30 @@ def _build_vault(config: VaultStoreConfig) -> SecretStore:
     )
 
 
+def _build_cyberark_ccp(config: CyberArkCcpStoreConfig, check_path: str) -> SecretStore:
+    """CyberArk CCP, read-only; `check` reads the object store's key (check_path)."""
+    from credbroker.secrets.cyberark import CcpAccount, CyberArkCcpStore
+
+    return CyberArkCcpStore(
+        config.url,
+        app_id=config.app_id,
+        accounts={
+            path: CcpAccount(query=account.query(), fields=dict(account.fields))
+            for path, account in config.accounts.items()
+        },
+        check_path=check_path,
+        service_path=config.service_path,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        verify=config.verify_tls,
+        ca_file=config.ca_file,
+        reason=config.reason,
+        connection_timeout_seconds=config.connection_timeout_seconds,
+        fail_request_on_password_change=config.fail_request_on_password_change,
+        timeout_seconds=config.timeout_seconds,
+    )
+
+
 def object_store_tls(settings: Settings) -> TlsPolicy:
     config = settings.object_store
     return TlsPolicy(config.verify_tls, str(config.ca_file) if config.ca_file else None)
@@ -174,17 +233,186 @@ def build_issuer(settings: Settings) -> Issuer:
     )
 
 
-def build_caller_auth(settings: Settings) -> CallerAuth:
+def _outbound_tls(verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """The identity provider's and Confluence's TLS, pinned like Vault's and the object
+    store's: a ca_file is trusted alone (and turns verification on), else certifi's bundle."""
+    return TlsPolicy(verify or ca_file is not None, str(ca_file) if ca_file else None).for_aiohttp()
+
+
+def build_token_check(settings: Settings) -> TokenCheck:
     return TokenAuth((c.token_sha256, c.to_client()) for c in settings.clients)
 
 
-def build_audit(settings: Settings, *, metrics: Metrics | None = None) -> AuditSink:
-    """The audit sink; inside an API request each record also names the caller. With
-    `metrics`, a record that cannot be written is counted (credbroker_audit_failures)."""
-    sink: AuditSink = RequestAudit(JsonLinesAudit(settings.audit.path))
-    if metrics is not None:
-        sink = CountedAudit(sink, metrics.count_audit_failure)
-    return sink
+def build_oidc(settings: Settings) -> OidcAuth | None:
+    config = settings.oidc
+    if config is None:
+        return None
+    return OidcAuth(
+        OidcSettings(
+            issuer=config.issuer,
+            jwks_url=config.jwks_url,
+            audience=config.audience,
+            algorithms=frozenset(config.algorithms),
+            claim=config.claim,
+            name_claim=config.name_claim,
+            mappings=[
+                ClaimMapping(
+                    value=m.value,
+                    roles=frozenset(m.roles),
+                    spaces=frozenset(m.spaces),
+                    max_access=m.max_access,
+                    max_ttl_seconds=m.max_ttl_seconds,
+                )
+                for m in config.mappings
+            ],
+            leeway_seconds=config.clock_skew_seconds,
+            min_refresh_seconds=config.jwks_min_refresh_seconds,
+            cache_seconds=config.jwks_cache_seconds,
+            timeout_seconds=config.timeout_seconds,
+            ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        )
+    )
+
+
+def build_audit(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    store: SecretStore | None = None,
+) -> AuditSink:
+    """The audit sink: chained records (audit/chain.py) to each configured sink; inside an API
+    request each record also names the caller. The signing key comes from its file now, or
+    from the secret store (`store`, else one opened for the read) at the first checkpoint."""
+    config = settings.audit
+    sinks: list[LineSink] = []
+    for kind in config.sinks:
+        if kind == "file":
+            sinks.append(JsonLinesAudit(config.path))
+        elif kind == "stdout":
+            sinks.append(StdoutLines())
+        else:
+            syslog = config.syslog
+            assert syslog is not None  # validated
+            sinks.append(
+                SyslogLines(
+                    syslog.host,
+                    syslog.port,
+                    protocol=syslog.protocol,
+                    facility=syslog.facility,
+                    app_name=syslog.app_name,
+                    timeout_seconds=syslog.timeout_seconds,
+                )
+            )
+    return RequestAudit(
+        ChainedAudit(
+            sinks,
+            signer=_audit_signer(settings, store),
+            checkpoint_seconds=config.checkpoint_seconds,
+            publish=_publish_public_key(settings),
+            metrics=metrics,
+            chained=config.chain,
+        )
+    )
+
+
+def build_certificate_auth(settings: Settings) -> CertificateAuth | None:
+    tls = settings.server.tls
+    if tls is None or not tls.client_certificates:
+        return None
+    clients = {c.id: c.to_client() for c in settings.clients}
+    rules = []
+    for rule in tls.client_certificates:
+        field, value = rule.match()
+        rules.append(CertificateRule(field=field, value=value, client=clients[rule.client]))
+    return CertificateAuth(rules)
+
+
+def build_caller_auth(settings: Settings, tokens: TokenCheck | None = None) -> CallerAuthChain:
+    """Static tokens (`tokens`, or the configured clients' hashes), OIDC JWTs when `oidc:` is
+    set, client certificates when server.tls maps them."""
+    return CallerAuthChain(
+        tokens if tokens is not None else build_token_check(settings),
+        oidc=build_oidc(settings),
+        certificates=build_certificate_auth(settings),
+    )
+
+
+def build_actor_directory(settings: Settings, store: SecretStore) -> ActorDirectory | None:
+    """Confluence, asked whether a rule's actor may view or edit a space (None without a
+    `confluence:` section). Its credentials are read from the secret store at call time."""
+    config = settings.confluence
+    if config is None:
+        return None
+    from credbroker.confluence.cloud import ConfluenceCloudDirectory
+
+    path = config.credentials_path
+
+    async def credentials() -> SecretVersion:
+        return await store.read(path)
+
+    return ConfluenceCloudDirectory(
+        url=config.url,
+        credentials=credentials,
+        auth=config.auth,
+        ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        timeout_seconds=config.timeout_seconds,
+        cache_seconds=config.cache_seconds,
+        max_retry_after_seconds=config.max_retry_after_seconds,
+    )
+
+
+def _audit_signer(
+    settings: Settings, store: SecretStore | None
+) -> Ed25519PrivateKey | Callable[[], Awaitable[Ed25519PrivateKey]] | None:
+    config = settings.audit
+    if config.signing_key_file is not None:
+        try:
+            return load_private_key(config.signing_key_file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read audit.signing_key_file {config.signing_key_file}: {exc.strerror}"
+            ) from None
+    path = config.signing_key_secret_path
+    if path is None:
+        return None
+
+    async def from_store() -> Ed25519PrivateKey:
+        own = store is None
+        source = store if store is not None else build_secret_store(settings)
+        try:
+            secret = await source.read(path)
+        finally:
+            if own:
+                await source.close()
+        value = secret.data.get("ed25519_private_key")
+        if not value:
+            raise ConfigError(f"{path}: no field ed25519_private_key")
+        return load_private_key(value.encode())
+
+    return from_store
+
+
+def _publish_public_key(settings: Settings) -> Callable[[Ed25519PublicKey], None] | None:
+    """Write the public key where verifiers look (audit.public_key_file, or NAME.pub)."""
+    target = settings.audit.public_key_path()
+    if target is None:
+        return None
+    pub_path: Path = target
+
+    def publish(public: Ed25519PublicKey) -> None:
+        pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        try:
+            if pub_path.exists() and pub_path.read_bytes() == pem:
+                return
+            pub_path.parent.mkdir(parents=True, exist_ok=True)
+            pub_path.write_bytes(pem)
+            pub_path.chmod(0o644)
+        except OSError as exc:
+            log.error("cannot publish the audit public key at %s: %s", pub_path, exc.strerror)
+
+    return publish
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -341,12 +569,127 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings, metrics=metrics)
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         rotator = await stack.enter_async_context(
             rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
         )
         yield rotator
+
+
+# --- the compliance check -----------------------------------------------------------------------
+
+
+def _compliance(
+    settings: Settings,
+    *,
+    store: SecretStore,
+    issuer: Issuer,
+    audit: AuditSink | None,
+    state: StateStore | None,
+) -> ComplianceCheck:
+    """The check over the real systems: the object store asked with the inspect key and the
+    read-only identity's key (both read from the secret store at call time), the rotation
+    state store, and the audit files."""
+    object_store = settings.object_store
+    config = settings.compliance
+    tls = object_store_tls(settings)
+
+    def reader(path: str) -> Callable[[], Awaitable[AccessKey]]:
+        async def read() -> AccessKey:
+            return AccessKey.from_secret(await store.read(path))
+
+        return read
+
+    fallback = settings.fallback
+    probe = None
+    if fallback is not None:
+        probe = ReadOnlyWriteProbe(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            flavor=object_store.flavor,
+            issuer=issuer,
+            role_arn=fallback.role_arn,
+            credentials=reader(fallback.credentials_path),
+        )
+    trail = FileTrail(settings.audit.path, settings.audit.public_key_path())
+    return ComplianceCheck(
+        spaces=settings.spaces,
+        clients=[c.to_client() for c in settings.clients],
+        ttl=object_store.ttl,
+        clock_skew_seconds=object_store.clock_skew_seconds,
+        exposure=S3BucketExposure(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            credentials=reader(config.inspect_credentials_path or object_store.credentials_path),
+        ),
+        write_probe=probe,
+        canary_name=config.canary_name,
+        state=state,
+        rotations=[
+            RotationPolicy(c.name, c.schedule.to_schedule(), c.grace_seconds, c.enabled)
+            for c in settings.rotation.credentials
+        ],
+        trail=trail,
+        usage=TrailUsage(trail),
+        unused_days=config.unused_days,
+        insecure_transport=settings.insecure_transport(),
+        accepted_insecure=config.accept_insecure_transport,
+        audit=audit,
+    )
+
+
+@asynccontextmanager
+async def compliance_check(
+    settings: Settings, *, metrics: Metrics | None = None
+) -> AsyncIterator[ComplianceCheck]:
+    """Everything the check needs outside the server (`credbroker compliance check`)."""
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings, metrics=metrics)
+        stack.push_async_callback(store.close)
+        issuer = build_issuer(settings)
+        stack.push_async_callback(issuer.close)
+        audit = build_audit(settings, metrics=metrics, store=store)
+        stack.push_async_callback(audit.close)
+        state = await build_state_store(settings)
+        stack.push_async_callback(state.close)
+        yield _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+
+
+def write_compliance_report(result: ComplianceResult, folder: Path) -> tuple[Path, Path]:
+    return write_report(result, folder)
+
+
+def audit_records(files: list[Path]) -> list[dict[str, Any]]:
+    return read_records(files)
+
+
+def build_daily_compliance(
+    settings: Settings, *, store: SecretStore, issuer: Issuer, audit: AuditSink, metrics: Metrics
+) -> DailyCompliance:
+    """The daily run inside `serve` (one per day across replicas: the state store's lock)."""
+
+    async def run() -> ComplianceResult:
+        state = await build_state_store(settings)
+        try:
+            check = _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+            result = await check.run()
+        finally:
+            await state.close()
+        metrics.compliance_failed.set(len(result.failed()))
+        return result
+
+    async def publish(result: ComplianceResult) -> None:
+        await asyncio.to_thread(write_report, result, settings.compliance.report_dir)
+
+    return DailyCompliance(
+        run,
+        publish,
+        lambda: build_state_store(settings),
+        at=settings.compliance.daily_at,
+    )
 
 
 # --- the whole service ------------------------------------------------------------------------
@@ -368,6 +711,7 @@ class Runtime:
     scheduler: RotationScheduler | None
     readiness: Readiness
     limits: Limits
+    compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
 
 
 def build_limits(settings: Settings) -> Limits:
@@ -484,12 +828,16 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings, metrics=metrics)  # one sink per process: vends, rotations
+        # One sink per process (one chain): vends and rotations alike.
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
         readiness = build_readiness(settings, store, issuer, fallback, metrics=metrics)
         stack.push_async_callback(readiness.close)
+        actors = build_actor_directory(settings, store)
+        if actors is not None:
+            stack.push_async_callback(actors.close)
         broker = Broker(
             spaces=settings.spaces,
             ttl=settings.object_store.ttl,
@@ -499,8 +847,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             metrics=metrics,
             flavor=settings.object_store.flavor,
             fallback=fallback,
+            actors=actors,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
+        caller_auth = build_caller_auth(settings)
+        stack.push_async_callback(caller_auth.close)
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
         if settings.rotation.credentials:
@@ -519,7 +870,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
         yield Runtime(
-            caller_auth=build_caller_auth(settings),
+            caller_auth=caller_auth,
             audit=audit,
             broker=broker,
             secret_store=store,
@@ -529,6 +880,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             scheduler=scheduler,
             readiness=readiness,
             limits=build_limits(settings),
+            compliance=build_daily_compliance(
+                settings, store=store, issuer=issuer, audit=audit, metrics=metrics
+            )
+            if settings.compliance.scheduler
+            else None,
         )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit")
+ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit", "confluence")
 CENTRE = (
     "domain",
     "errors",
@@ -29,7 +29,14 @@ CENTRE = (
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
+    "rotation.owned",
     "rotation.schedule",
+    "compliance.model",
+    "compliance.check",
+    "compliance.trail",
+    "compliance.access_report",
+    "compliance.html",
+    "compliance.job",
 )
 FORBIDDEN_IN_CENTRE = (*ADAPTER_PACKAGES, "config", "web", "wiring", "cli", "observability")
 
