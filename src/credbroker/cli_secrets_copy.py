@@ -2,9 +2,10 @@
 embedded store sealed under a new key, runbooks/05-seal-key.md; or from the embedded store to
 Vault) without a person ever seeing or typing a value.
 
-By default every secret the source config names is copied (wiring.configured_secret_paths:
-the service key, the read-only fallback key, each managed credential's key and its
-object-store admin key); `--path` names others, `--except` leaves some out (a path option 1
+By default every secret the source config names is copied (wiring.configured_secret_paths and
+other_secret_paths: the service key, the read-only fallback key, each managed credential's key
+and its object-store admin key, the compliance check's key, the audit signing key, the
+Confluence credentials); `--path` names others, `--except` leaves some out (a path option 1
 of runbook 05 fills with a newly issued key). Each is written with check-and-set 0: a path the
 target already holds is left alone if it holds the same fields and values, refused otherwise.
 Output and audit records name paths, versions and field names, never a value.
@@ -60,7 +61,11 @@ def _copy(args: argparse.Namespace) -> int:
     if source.secret_store == target.secret_store:
         raise ConfigError("--from-config and --to-config name the same secret store")
     paths = [
-        p for p in (args.paths or wiring.configured_secret_paths(source)) if p not in args.skip
+        p
+        for p in (
+            args.paths or wiring.configured_secret_paths(source) + wiring.other_secret_paths(source)
+        )
+        if p not in args.skip
     ]
     if not paths:
         raise ConfigError("nothing to copy")

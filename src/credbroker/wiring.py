@@ -731,19 +731,35 @@ def build_limits(settings: Settings) -> Limits:
 
 
 def configured_secret_paths(settings: Settings) -> list[str]:
-    """Every secret a vend or a rotation reads: the service key, the read-only fallback key,
-    each managed credential's key and its object-store admin key (in that order, once each)."""
+    """Every object-store key a vend, a rotation or the compliance check reads: the service key,
+    the read-only fallback key, each managed credential's key and its object-store admin key,
+    the compliance check's inspecting key (in that order, once each)."""
     paths = [settings.object_store.credentials_path]
     if settings.fallback is not None:
         paths.append(settings.fallback.credentials_path)
     for credential in settings.rotation.credentials:
         paths += [credential.secret_path, credential.driver.admin_credentials_path]
+    if settings.compliance.inspect_credentials_path is not None:
+        paths.append(settings.compliance.inspect_credentials_path)
     return list(dict.fromkeys(paths))
 
 
-async def _read_around_breaker(store: ResilientSecretStore, path: str) -> AccessKey:
-    """A readiness read: no retries, around the breaker (its outcome moves nothing); the keys
-    must be usable (both fields). While the breaker is open, the breaker's answer."""
+def other_secret_paths(settings: Settings) -> list[str]:
+    """Configured secrets that are not object-store keys (their own fields): the audit
+    signing key, the Confluence credentials of actor checks."""
+    paths = []
+    if settings.audit.signing_key_secret_path is not None:
+        paths.append(settings.audit.signing_key_secret_path)
+    if settings.confluence is not None:
+        paths.append(settings.confluence.credentials_path)
+    return [p for p in dict.fromkeys(paths) if p not in configured_secret_paths(settings)]
+
+
+async def _read_around_breaker(
+    store: ResilientSecretStore, path: str, *, key: bool = True
+) -> AccessKey | None:
+    """A readiness read: no retries, around the breaker (its outcome moves nothing); with
+    `key`, the keys must be usable (both fields). While the breaker is open, its answer."""
     wait = store.breaker.retry_after()
     if wait > 0:
         raise SecretStoreCircuitOpen(
@@ -751,6 +767,8 @@ async def _read_around_breaker(store: ResilientSecretStore, path: str) -> Access
             retry_after=wait,
         )
     secret = await store.inner.read(path)
+    if not key:
+        return None
     try:
         return AccessKey.from_secret(secret)
     except KeyError:
@@ -773,13 +791,13 @@ def build_readiness(
     Checks: secret_store, object_store, secrets (every configured secret present and usable),
     read_only_fallback (present and fresh), vend_canary (scheduled: the service key assumes the
     vend role with a session policy for the first space and lists it with the minted key)."""
-    paths = configured_secret_paths(settings)
+    keys, others = configured_secret_paths(settings), other_secret_paths(settings)
 
     async def secrets() -> None:
         failures: list[CredbrokerError] = []
-        for path in paths:
+        for path, is_key in [(p, True) for p in keys] + [(p, False) for p in others]:
             try:
-                await _read_around_breaker(store, path)
+                await _read_around_breaker(store, path, key=is_key)
             except CredbrokerError as exc:
                 failures.append(exc)
         if failures:
@@ -801,6 +819,7 @@ def build_readiness(
     async def vend_canary() -> None:
         try:
             key = await _read_around_breaker(store, object_store.credentials_path)
+            assert key is not None
             await probe.accepts(key, via="sts", role_arn=object_store.role_arn, proof=scope)
         finally:
             await probe.close()  # one run now and then: no pooled connection in between

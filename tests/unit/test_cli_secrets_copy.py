@@ -112,3 +112,15 @@ def test_except_leaves_a_path_for_a_new_key_and_a_different_value_is_never_overw
     same = ["secrets", "copy", "--from-config", str(old), "--to-config", str(old)]
     assert main(same) == 2
     assert "the same secret store" in capsys.readouterr().err
+
+
+def test_the_audit_signing_key_is_a_configured_secret_too(tmp_path: Path) -> None:
+    path = config(tmp_path, "old")
+    text = path.read_text().replace(
+        "audit: {path: old-audit.jsonl}",
+        "audit: {path: old-audit.jsonl, signing_key_secret_path: credbroker/audit/signing}",
+    )
+    path.write_text(text)
+    settings = load_settings(path)
+    assert wiring.configured_secret_paths(settings) == [SERVICE, READ_ONLY, ADMIN]
+    assert wiring.other_secret_paths(settings) == ["credbroker/audit/signing"]
