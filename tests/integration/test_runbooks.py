@@ -264,3 +264,30 @@ async def test_runbook_01_validates_and_puts_the_parent_key_into_the_state_dir(
     assert {p.name for p in etc.iterdir()} == {"seal.key", "credbroker.yaml"}
     store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=etc / "seal.key"))
     assert (await store.read(SERVICE_PATH)).data["access_key_id"] == rgw.broker_access_key
+
+
+async def test_runbook_02_verify_vends_a_key_that_reads_its_space_only(
+    broker: Harness, tmp_path: Path
+) -> None:
+    admin = s3_client(broker.rgw, broker.rgw.admin_access_key, broker.rgw.admin_secret_key)
+    admin.put_object(Bucket="cb-main", Key="ENG/runbook-02.txt", Body=b"x")
+    admin.put_object(Bucket="cb-main", Key="OPS/runbook-02.txt", Body=b"y")
+    base = str(broker.client.make_url("/")).rstrip("/")
+    done = await asyncio.to_thread(
+        run_runbook,
+        RUNBOOKS / "02-onboard-a-rule.md",
+        env=runbook_env(
+            BROKER=base,
+            TOKEN=broker.tokens["eng-reader"],
+            SPACE="ENG",
+            OBJECT="cb-main/ENG/runbook-02.txt",
+            OTHER="cb-main/OPS/runbook-02.txt",
+        ),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not Path("/tmp/vend.json").exists()  # cleaned up
+    records = [json.loads(line) for line in broker.audit_path.read_text().splitlines()]
+    vends = [r for r in records if r["event"] == "vend"]
+    assert vends and vends[-1]["client"] == "eng-reader" and vends[-1]["rule"] == "runbook-02"
