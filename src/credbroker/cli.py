@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_audit, cli_owner_rotated, cli_secrets_copy, wiring
+from credbroker import cli_audit, cli_breakglass, cli_owner_rotated, cli_secrets_copy, wiring
 from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings, placeholder_token_hashes
 from credbroker.domain import utc_text
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument(
+        "--workers", type=int, help="override server.workers: broker processes on the port"
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
@@ -111,11 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
     cli_audit.register(sub, config_arg)
+    cli_breakglass.register(sub, config_arg)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     from credbroker.web import server
+    from credbroker.web import workers as workers_module
     from credbroker.web.app import create_app
 
     settings = load_settings(args.config)
@@ -124,6 +129,21 @@ def _serve(args: argparse.Namespace) -> int:
         _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            raise ConfigError("--workers must be between 1 and 64")
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"workers": args.workers})}
+        )
+    workers = settings.server.workers
+    if workers > 1 and workers_module.worker_slot() is None:
+        # This process only supervises; the port is held (SO_REUSEPORT, not listening) so that
+        # --port 0 means one free port for all.
+        held, port = workers_module.reserve_port(host, port)
+        with held:
+            command = workers_module.worker_command(str(args.config), host, port, workers)
+            _log.info("starting %d workers on %s:%d", workers, host, port)
+            return workers_module.Supervisor(command, workers).run()
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
     server.run(
@@ -132,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         limits=settings.limits,
         tls=settings.server.tls,
+        reuse_port=workers > 1,
     )
     return 0
 

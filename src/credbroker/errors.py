@@ -260,3 +260,38 @@ class RotationFailed(CredbrokerError):
 
     code = "rotation_failed"
     status = 502
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+
+class NotFound(CredbrokerError):
+    """No such thing (a break-glass request id nobody made)."""
+
+    code = "not_found"
+    status = 404
+
+
+class BreakGlassConflict(CredbrokerError):
+    """The request is not in a state that allows this step: already collected, expired,
+    denied, already approved by this approver, or changed by someone else meanwhile."""
+
+    code = "break_glass_conflict"
+    status = 409
+
+
+class EscrowSealed(CredbrokerError):
+    """A write while the vault is down needs the escrowed service key, and not enough
+    custodians' shares were submitted yet (or there is no escrow)."""
+
+    code = "escrow_sealed"
+    status = 503
+    retry_after = 30.0
+
+
+class EscrowError(CredbrokerError):
+    """The escrow cannot be opened or written: a share that is not one of this escrow's, shares
+    that do not open it, a missing or tampered file. The message never holds a share."""
+
+    code = "escrow_error"
+    status = 400

@@ -30,14 +30,20 @@ class TokenBuckets:
         per_client: Mapping[str, Rate] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        processes: int = 1,
     ) -> None:
+        """`processes`: how many processes share these rates (`serve --workers N`, each counting
+        alone): each grants its 1/N share, so together they never exceed the configured rate."""
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        self._processes = processes
         self._default = default
         self._rates = dict(per_client or {})
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
 
     def try_acquire(self, client_id: str) -> float:
-        rate = self._rates.get(client_id, self._default)
+        rate = self._share(self._rates.get(client_id, self._default))
         now = self._clock()
         tokens, at = self._buckets.get(client_id, (float(rate.burst), now))
         tokens = min(float(rate.burst), tokens + max(0.0, now - at) * rate.per_second)
@@ -46,6 +52,11 @@ class TokenBuckets:
             return 0.0
         self._buckets[client_id] = (tokens, now)
         return (1.0 - tokens) / rate.per_second
+
+    def _share(self, rate: Rate) -> Rate:
+        if self._processes == 1:
+            return rate
+        return Rate(rate.per_second / self._processes, max(1, -(-rate.burst // self._processes)))
 
 
 class InFlightCap:

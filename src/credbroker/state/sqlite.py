@@ -26,6 +26,8 @@ from typing import TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
+from credbroker.state.breakglass import SQLITE_TABLE as BREAK_GLASS_TABLE
+from credbroker.state.breakglass import SqliteBreakGlassRequests
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, TIME_COLUMNS, from_row, to_row
 
@@ -78,11 +80,16 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(
+            3,
+            "break_glass_requests: dual-control break-glass requests (ids and times only)",
+            (BREAK_GLASS_TABLE,),
+        ),
     )
 )
 
 
-class SqliteStateStore:
+class SqliteStateStore(SqliteBreakGlassRequests):
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:

@@ -47,6 +47,8 @@ _REFUSALS = {
 
 @functools.cache
 def document() -> dict[str, Any]:
+    from credbroker.web import admin_breakglass  # it imports handlers, which import this
+
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (CredentialsBody, "validation"),
         (PresignBody, "validation"),
@@ -57,6 +59,7 @@ def document() -> dict[str, Any]:
         (Readiness, "serialization"),
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
+        *admin_breakglass.OPENAPI_MODELS,
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
 
@@ -160,6 +163,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **admin_breakglass.openapi_paths(json_content, errors),
             "/openapi.json": {
                 "get": {
                     "summary": "This description",
