@@ -201,8 +201,11 @@ def parse_time(text: str) -> datetime:
 
 
 def check_name(value: str, what: str) -> str:
+    """A client id or a space key as a filter or selector (`what`: "client" or "space")."""
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise InvalidRequest(f"invalid {what}", code=f"invalid_{what}")
+        if what == "client":
+            raise InvalidRequest("invalid client id", code="invalid_client")
+        raise InvalidRequest("invalid space key", code="invalid_space")
     return value
 
 

@@ -130,12 +130,13 @@ class ErrorBody(_Answer):
 
 
 class ReadinessCheck(_Answer):
-    """One named check of GET /readyz (secret_store, object_store, read_only_fallback)."""
+    """One named check of GET /readyz (secret_store, object_store, secrets,
+    read_only_fallback, vend_canary)."""
 
     ok: bool
     code: str | None = None
     message: str | None = None
-    age_seconds: float | None = None  # the read-only fallback key's age
+    age_seconds: float | None = None  # the fallback key's age, or the canary result's
     max_staleness_seconds: float | None = None
 
 
