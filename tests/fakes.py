@@ -88,12 +88,16 @@ class FakeMetrics:
     def __init__(self) -> None:
         self.parent_key_refreshes = 0
         self.degraded: list[bool] = []  # every set_degraded, in order
+        self.frozen: list[str] = []  # every count_frozen's action, in order
 
     def count_parent_key_refresh(self) -> None:
         self.parent_key_refreshes += 1
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.append(degraded)
+
+    def count_frozen(self, action: str) -> None:
+        self.frozen.append(action)
 
 
 # --- object store (STS issuer) ----------------------------------------------------------------

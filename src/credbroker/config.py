@@ -374,6 +374,15 @@ class PostgresStateConfig(_Model):
 StateConfig = Annotated[SqliteStateConfig | PostgresStateConfig, Field(discriminator="kind")]
 
 
+class ControlConfig(_Model):
+    """The live control plane (principals, tokens, freezes in the state store): each replica
+    reloads its in-memory copy when the store's change number moves, checked this often (and at
+    once on a PostgreSQL NOTIFY). A change holds on every replica within this plus one reload:
+    below 2 s with the default."""
+
+    poll_seconds: float = Field(default=1.0, ge=0.05, le=1.5)
+
+
 class Settings(_Model):
     server: ServerConfig = ServerConfig()
     secret_store: SecretStoreConfig = EmbeddedStoreConfig()
@@ -389,6 +398,7 @@ class Settings(_Model):
     fallback: FallbackConfig | None = None
     rotation: RotationConfig = RotationConfig()
     state: StateConfig = SqliteStateConfig()
+    control: ControlConfig = ControlConfig()
     # Plain http, or TLS without verification, toward Vault or the object store on an address
     # that is not loopback is refused unless this is true; `serve` then warns at every start.
     allow_insecure_transport: bool = False

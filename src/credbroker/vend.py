@@ -1,4 +1,5 @@
-"""The vend path, top to bottom: authorize -> scope -> policy -> parent key -> issue -> audit.
+"""The vend path, top to bottom: authorize -> freeze -> scope -> policy -> parent key -> issue ->
+audit.
 
 Callers are authenticated before they get here (the web layer owns headers). Everything the
 request says is validated on the way to the policy; nothing is cleaned up silently.
@@ -30,6 +31,7 @@ from credbroker.domain import (
     TtlLimits,
 )
 from credbroker.errors import (
+    Frozen,
     InvalidRequest,
     KeyOutlivesRequest,
     NotAllowed,
@@ -43,7 +45,7 @@ from credbroker.policy import (
     session_policy,
     validate_space_key,
 )
-from credbroker.ports import AuditSink, BrokerMetrics, Issuer, ReadOnlyKeys
+from credbroker.ports import AuditSink, BrokerMetrics, FreezeCheck, Issuer, ReadOnlyKeys
 
 log = logging.getLogger("credbroker.vend")
 
@@ -117,9 +119,11 @@ class Broker:
         metrics: BrokerMetrics,
         flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
+        freezes: FreezeCheck | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
+        self._freezes = freezes
         self._spaces = spaces
         self._flavor = flavor
         self._clock_skew = timedelta(seconds=clock_skew_seconds)
@@ -133,6 +137,7 @@ class Broker:
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
         scope, policy = await self._authorize(client, request.space, request.access, request.prefix)
+        await self._check_freeze("vend", client, request.space, scope)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
         credentials, mode = await self._issue(client, scope, policy, ttl, lease_id)
@@ -169,6 +174,7 @@ class Broker:
         scope, policy = await self._authorize(
             client, request.space, access, None, object_key=request.key
         )
+        await self._check_freeze("presign", client, request.space, scope)
         key = request.key  # validated by the policy builder, never changed
         expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
@@ -259,6 +265,32 @@ class Broker:
             exc.audited = True
             raise
         return scope, policy
+
+    async def _check_freeze(self, action: str, client: Client, space: str, scope: Scope) -> None:
+        """Refuse (503 frozen, audited, counted) while an operator's freeze matches. Checked
+        after authorization, so a caller learns of a freeze only for what it may have."""
+        freezes = self._freezes
+        freeze = freezes.frozen(client.id, space) if freezes is not None else None
+        if freeze is None:
+            return
+        self._metrics.count_frozen(action)
+        await self._audit.record(
+            {
+                "ts": self._clock().isoformat(),
+                "event": "denied",
+                "client": client.id,
+                "space": space,
+                "access": scope.access.value,
+                "code": Frozen.code,
+                "freeze_id": freeze.id,
+            }
+        )
+        refused = Frozen(
+            f"vending is frozen by an operator: {freeze.describe()}. It resumes when the freeze "
+            "is lifted (credbroker unfreeze)"
+        )
+        refused.audited = True
+        raise refused
 
     def _clamp_ttl(self, client: Client, requested: int | None) -> int:
         wanted = self._ttl.default_seconds if requested is None else requested

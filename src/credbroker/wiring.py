@@ -5,16 +5,17 @@ never leaks the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
-from credbroker.callers.tokens import TokenAuth
+from credbroker.callers.tokens import LiveTokenAuth, TokenAuth, new_token
 from credbroker.config import (
     EmbeddedStoreConfig,
     ManagedKeyConfig,
@@ -23,7 +24,8 @@ from credbroker.config import (
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
-from credbroker.domain import Access, AccessKey, BreakerState, Scope
+from credbroker.control import ControlPlane, Seed, freeze_dict
+from credbroker.domain import Access, AccessKey, BreakerState, Principal, PrincipalSource, Scope
 from credbroker.errors import CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
@@ -32,7 +34,15 @@ from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
-from credbroker.ports import AuditSink, CallerAuth, Issuer, KeyDriver, SecretStore, StateStore
+from credbroker.ports import (
+    AuditSink,
+    CallerAuth,
+    Issuer,
+    KeyDriver,
+    PrincipalStore,
+    SecretStore,
+    StateStore,
+)
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
 from credbroker.rotation.scheduler import RotationScheduler
@@ -44,6 +54,8 @@ from credbroker.vend import Broker
 from credbroker.web.readiness import Readiness
 
 if TYPE_CHECKING:
+    from credbroker.state.control_postgres import PostgresControlStore
+    from credbroker.state.control_sqlite import SqliteControlStore
     from credbroker.state.postgres import PostgresStateStore
     from credbroker.state.sqlite import SqliteStateStore
 
@@ -205,6 +217,77 @@ async def _open_state_store(settings: Settings) -> SqliteStateStore | PostgresSt
     return await SqliteStateStore.open(config.path)
 
 
+# --- the live control plane (principals, tokens, freezes) ---------------------------------------
+
+
+async def build_principal_store(settings: Settings) -> PrincipalStore:
+    """The state store's principals, token hashes and freezes: built by `serve` whether or not
+    rotation is configured, and by the `clients`, `tokens` and `freeze` commands."""
+    return await _open_control_store(settings)
+
+
+async def _open_control_store(settings: Settings) -> SqliteControlStore | PostgresControlStore:
+    config = settings.state
+    if isinstance(config, PostgresStateConfig):
+        from credbroker.state.control_postgres import PostgresControlStore
+
+        return await PostgresControlStore.open(
+            config.dsn.resolve(),
+            schema=config.schema_name,
+            timeout_seconds=config.timeout_seconds,
+        )
+    from credbroker.state.control_sqlite import SqliteControlStore
+
+    return await SqliteControlStore.open(config.path)
+
+
+def config_seeds(settings: Settings) -> list[Seed]:
+    """The config file's clients: a read-only seed of the control plane."""
+    return [
+        Seed(
+            Principal(
+                client=c.to_client(),
+                rate_per_second=c.rate_per_second,
+                burst=c.burst,
+                source=PrincipalSource.CONFIG,
+            ),
+            c.token_sha256,
+        )
+        for c in settings.clients
+    ]
+
+
+@asynccontextmanager
+async def control_plane(
+    settings: Settings, audit: AuditSink, metrics: Metrics | None = None, *, watch: bool = True
+) -> AsyncIterator[ControlPlane]:
+    """The control plane over the state store, loaded; with `watch` (the server) it keeps its
+    snapshot current in a background task until exit. The store is closed on exit."""
+    async with AsyncExitStack() as stack:
+        store = await build_principal_store(settings)
+        stack.push_async_callback(store.close)
+        control = ControlPlane(
+            store,
+            seed=config_seeds(settings),
+            spaces=settings.spaces,
+            audit=audit,
+            mint=new_token,
+            metrics=metrics,
+            poll_seconds=settings.control.poll_seconds,
+        )
+        await control.refresh(force=True)
+        if watch:
+            task = asyncio.create_task(control.run(), name="credbroker-control-refresh")
+
+            async def stop() -> None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(stop)
+        yield control
+
+
 def managed_credential(
     settings: Settings, config: ManagedKeyConfig, driver: KeyDriver
 ) -> ManagedKey:
@@ -363,9 +446,10 @@ class Runtime:
     scheduler: RotationScheduler | None
     readiness: Readiness
     limits: Limits
+    control: ControlPlane | None = None
 
 
-def build_limits(settings: Settings) -> Limits:
+def build_limits(settings: Settings, control: ControlPlane | None = None) -> Limits:
     """Fair use, in memory (each replica counts alone): a rate per client, the in-flight cap."""
     config = settings.limits
     default = Rate(config.rate_per_second, config.burst)
@@ -375,7 +459,7 @@ def build_limits(settings: Settings) -> Limits:
         if c.rate_per_second is not None or c.burst is not None
     }
     return Limits(
-        rate=TokenBuckets(default, per_client),
+        rate=TokenBuckets(default, per_client, live=control.rate_of if control else None),
         in_flight=InFlightCap(config.max_in_flight),
         body_timeout_seconds=config.body_timeout_seconds,
     )
@@ -386,6 +470,7 @@ def build_readiness(
     store: ResilientSecretStore,
     issuer: Issuer,
     fallback: ReadOnlyFallback | None,
+    control: ControlPlane | None = None,
 ) -> Readiness:
     """/readyz: cached, single-flight, and around the breaker (its probes never move it). A
     breaker state change drops the cached answer, so readiness follows degraded mode."""
@@ -393,11 +478,29 @@ def build_readiness(
         secret_store=store.probe,
         object_store=issuer.check,
         fallback=fallback,
+        freezes=_control_report(control) if control is not None else None,
         cache_seconds=settings.server.readiness_cache_seconds,
         deadline_seconds=settings.secret_store_resilience.timeout_seconds,
     )
     store.breaker.subscribe(readiness.invalidate)
     return readiness
+
+
+def _control_report(control: ControlPlane) -> Callable[[], dict[str, Any]]:
+    def report() -> dict[str, Any]:
+        snapshot = control.snapshot
+        glob = control.global_freeze()
+        return {
+            "check": {
+                "ok": True,
+                "generation": snapshot.generation,
+                "age_seconds": round(control.age_seconds(), 1),
+            },
+            "freezes": [freeze_dict(f) for f in snapshot.freezes],
+            "global": glob.describe() if glob is not None else None,
+        }
+
+    return report
 
 
 @asynccontextmanager
@@ -413,7 +516,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
-        readiness = build_readiness(settings, store, issuer, fallback)
+        control = await stack.enter_async_context(control_plane(settings, audit, metrics))
+        readiness = build_readiness(settings, store, issuer, fallback, control)
         stack.push_async_callback(readiness.close)
         broker = Broker(
             spaces=settings.spaces,
@@ -424,6 +528,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             metrics=metrics,
             flavor=settings.object_store.flavor,
             fallback=fallback,
+            freezes=control,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
         rotator: Rotator | None = None
@@ -444,7 +549,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
         yield Runtime(
-            caller_auth=build_caller_auth(settings),
+            caller_auth=LiveTokenAuth(control),
             audit=audit,
             broker=broker,
             secret_store=store,
@@ -453,7 +558,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             rotator=rotator,
             scheduler=scheduler,
             readiness=readiness,
-            limits=build_limits(settings),
+            limits=build_limits(settings, control),
+            control=control,
         )
 
 

@@ -26,6 +26,7 @@ CENTRE = (
     "vend",
     "parent_key",
     "fallback",
+    "control",
     "rotation.model",
     "rotation.rotate",
     "rotation.status",

@@ -21,7 +21,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
@@ -80,6 +80,58 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(
+            3,
+            "principals, principal_tokens, freezes, control_generation: the live control plane",
+            (
+                (
+                    "CREATE TABLE {schema}.principals ("
+                    "id text PRIMARY KEY, "
+                    "roles text NOT NULL, "
+                    "spaces text NOT NULL, "
+                    "max_access text NOT NULL, "
+                    "max_ttl_seconds integer NOT NULL, "
+                    "rate_per_second double precision, "
+                    "burst integer, "
+                    "created_at timestamptz NOT NULL, "
+                    "updated_at timestamptz NOT NULL, "
+                    "revoked_at timestamptz, "
+                    "created_by text"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE {schema}.principal_tokens ("
+                    "id text PRIMARY KEY, "
+                    "client_id text NOT NULL REFERENCES {schema}.principals (id), "
+                    "sha256 text NOT NULL UNIQUE, "
+                    "created_at timestamptz NOT NULL, "
+                    "expires_at timestamptz, "
+                    "revoked_at timestamptz, "
+                    "created_by text"
+                    ")"
+                ),
+                "CREATE INDEX principal_tokens_client ON {schema}.principal_tokens (client_id)",
+                (
+                    "CREATE TABLE {schema}.freezes ("
+                    "id text PRIMARY KEY, "
+                    "space text, "
+                    "client_id text, "
+                    "reason text NOT NULL, "
+                    "created_at timestamptz NOT NULL, "
+                    "created_by text, "
+                    "lifted_at timestamptz, "
+                    "lifted_by text"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE {schema}.control_generation ("
+                    "id integer PRIMARY KEY CHECK (id = 1), "
+                    "generation bigint NOT NULL"
+                    ")"
+                ),
+                "INSERT INTO {schema}.control_generation (id, generation) VALUES (1, 0)",
+            ),
+        ),
     )
 )
 
@@ -101,7 +153,7 @@ class PostgresStateStore:
     @classmethod
     async def open(
         cls, dsn: str, *, schema: str = "credbroker", timeout_seconds: float = 10.0
-    ) -> PostgresStateStore:
+    ) -> Self:
         if not _SCHEMA.fullmatch(schema):
             raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
         try:

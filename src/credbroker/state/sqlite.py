@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
@@ -77,6 +77,58 @@ MIGRATIONS: tuple[Migration, ...] = checked(
                 ),
             ),
         ),
+        Migration(
+            3,
+            "principals, principal_tokens, freezes, control_generation: the live control plane",
+            (
+                (
+                    "CREATE TABLE principals ("
+                    "id TEXT PRIMARY KEY, "
+                    "roles TEXT NOT NULL, "
+                    "spaces TEXT NOT NULL, "
+                    "max_access TEXT NOT NULL, "
+                    "max_ttl_seconds INTEGER NOT NULL, "
+                    "rate_per_second REAL, "
+                    "burst INTEGER, "
+                    "created_at TEXT NOT NULL, "
+                    "updated_at TEXT NOT NULL, "
+                    "revoked_at TEXT, "
+                    "created_by TEXT"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE principal_tokens ("
+                    "id TEXT PRIMARY KEY, "
+                    "client_id TEXT NOT NULL REFERENCES principals (id), "
+                    "sha256 TEXT NOT NULL UNIQUE, "
+                    "created_at TEXT NOT NULL, "
+                    "expires_at TEXT, "
+                    "revoked_at TEXT, "
+                    "created_by TEXT"
+                    ")"
+                ),
+                "CREATE INDEX principal_tokens_client ON principal_tokens (client_id)",
+                (
+                    "CREATE TABLE freezes ("
+                    "id TEXT PRIMARY KEY, "
+                    "space TEXT, "
+                    "client_id TEXT, "
+                    "reason TEXT NOT NULL, "
+                    "created_at TEXT NOT NULL, "
+                    "created_by TEXT, "
+                    "lifted_at TEXT, "
+                    "lifted_by TEXT"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE control_generation ("
+                    "id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "generation INTEGER NOT NULL"
+                    ")"
+                ),
+                "INSERT INTO control_generation (id, generation) VALUES (1, 0)",
+            ),
+        ),
     )
 )
 
@@ -92,7 +144,7 @@ class SqliteStateStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStateStore:
+    async def open(cls, path: Path) -> Self:
         """Create the file (and its folder) if needed and apply pending migrations."""
         store = cls(path)
         try:

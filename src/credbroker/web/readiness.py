@@ -40,6 +40,7 @@ class Readiness:
         secret_store: Probe,
         object_store: Probe,
         fallback: ReadOnlyFallback | None,
+        freezes: Callable[[], Mapping[str, Any]] | None = None,
         cache_seconds: float = 1.0,
         deadline_seconds: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
@@ -49,6 +50,7 @@ class Readiness:
             "object_store": object_store,
         }
         self._fallback = fallback
+        self._freezes = freezes
         self._cache_seconds = cache_seconds
         self._deadline = deadline_seconds
         self._clock = clock
@@ -71,7 +73,10 @@ class Readiness:
         checks = dict(await self._upstream())
         if self._fallback is not None:
             checks["read_only_fallback"] = _fallback_check(self._fallback)
-        return _verdict(checks)
+        status, body = _verdict(checks)
+        if self._freezes is not None:
+            body = _with_freezes(status, body, self._freezes())
+        return status, body
 
     async def close(self) -> None:
         for task in list(self._running):
@@ -146,6 +151,19 @@ def _verdict(checks: Checks) -> tuple[int, dict[str, Any]]:
         )
         return 200, {"status": "degraded", "reason": reason, "checks": checks}
     return 503, {"status": "not_ready", "checks": checks}
+
+
+def _with_freezes(status: int, body: dict[str, Any], control: Mapping[str, Any]) -> dict[str, Any]:
+    """Freezes are reported, never a reason to leave the load balancer: a frozen replica must
+    answer callers with 503 `frozen` and the operator's reason, which an address taken out of
+    rotation cannot. A global freeze turns "ready" into "frozen" (200)."""
+    body = {**body, "checks": {**body["checks"], "control": control["check"]}}
+    if control["freezes"]:
+        body["freezes"] = control["freezes"]
+        if status == 200 and control["global"]:
+            body["status"] = "frozen"
+            body["reason"] = "every vend and presign is frozen: " + control["global"]
+    return body
 
 
 def _fallback_check(fallback: ReadOnlyFallback) -> dict[str, Any]:
