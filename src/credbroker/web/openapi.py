@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from credbroker import __version__
+from credbroker.web import schemas_principals
 from credbroker.web.schemas import (
     Credentials,
     CredentialsBody,
@@ -57,6 +58,7 @@ def document() -> dict[str, Any]:
         (Readiness, "serialization"),
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
+        *schemas_principals.OPENAPI_MODELS,
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
 
@@ -160,6 +162,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **schemas_principals.openapi_paths(json_content, errors),
             "/openapi.json": {
                 "get": {
                     "summary": "This description",
