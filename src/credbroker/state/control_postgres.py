@@ -49,6 +49,8 @@ def _values(columns: tuple[str, ...]) -> str:
 
 class PostgresControlStore(PostgresStateStore):
     _listener: Any = None
+    _notified: Callable[..., None] | None = None
+    _lost: Callable[..., None] | None = None
 
     @property
     def channel(self) -> str:
@@ -266,15 +268,20 @@ class PostgresControlStore(PostgresStateStore):
         except _DB_ERRORS as exc:
             await self._pool.release(connection)
             raise _error("listen", exc) from None
-        self._listener = connection
+        self._listener, self._notified, self._lost = connection, notified, lost
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
             try:
-                await self._pool.release(listener)  # asyncpg resets it: UNLISTEN *
+                if self._notified is not None:
+                    await listener.remove_listener(self.channel, self._notified)
+                if self._lost is not None:
+                    listener.remove_termination_listener(self._lost)
+                await self._pool.release(listener)
             except _DB_ERRORS:
                 listener.terminate()
+                await self._pool.release(listener)
         await super().close()
 
     # --- helpers --------------------------------------------------------------------------
