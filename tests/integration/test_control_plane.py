@@ -56,9 +56,7 @@ def call(
     port: int, method: str, path: str, token: str | None = None, body: Any = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method=method
-    )
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     if token is not None:

@@ -154,7 +154,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 async def list_freezes(request: web.Request) -> web.Response:
     control, _ = _control(request)
-    every = request.query.get("all", "false").lower() in ("1", "true", "yes")
+    every = _flag(request, "all")
     freezes = await control.freezes(active_only=not every)
     return _json(FreezeList, {"freezes": [freeze_dict(f) for f in freezes]})
 
@@ -172,6 +172,13 @@ async def lift_freeze(request: web.Request) -> web.Response:
     control, actor = _control(request)
     (lifted,) = await control.unfreeze(actor, freeze_id=request.match_info["id"])
     return _json(FreezeView, freeze_dict(lifted))
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise InvalidRequest(f"?{name}= is true or false", code="invalid_query")
+    return value in ("1", "true", "yes")
 
 
 def _expiry(body: TokenBody) -> datetime | None:
