@@ -84,6 +84,8 @@ class Snapshot:
     principals: Mapping[str, Principal]  # active ones (config seed and store)
     freezes: tuple[Freeze, ...]
     loaded_at: float  # monotonic
+    # credentials[i].digest, as a plain tuple: the per-request loop compares every one of them
+    digests: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,7 @@ class ControlPlane:
             principals=principals,
             freezes=tuple(f for f in state.freezes if f.active),
             loaded_at=self._monotonic(),
+            digests=tuple(c.digest for c in credentials),
         )
 
     # --- principals -----------------------------------------------------------------------

@@ -57,17 +57,19 @@ class LiveTokenAuth:
 
     def authenticate(self, authorization: str | None) -> Client:
         digest = bearer_digest(authorization)
-        found: Client | None = None
-        expires: datetime | None = None
-        for credential in self._control.snapshot.credentials:
+        snapshot = self._control.snapshot
+        found = -1
+        compare = hmac.compare_digest
+        for index, stored in enumerate(snapshot.digests):
             # No early exit: every hash is compared, whatever matches.
-            if hmac.compare_digest(credential.digest, digest):
-                found, expires = credential.client, credential.expires_at
-        if found is None:
+            if compare(stored, digest):
+                found = index
+        if found < 0:
             raise Unauthenticated("unknown or revoked token")
-        if expires is not None and self._clock() >= expires:
+        credential = snapshot.credentials[found]
+        if credential.expires_at is not None and self._clock() >= credential.expires_at:
             raise Unauthenticated("token expired")
-        return found
+        return credential.client
 
 
 def bearer_digest(authorization: str | None) -> bytes:
