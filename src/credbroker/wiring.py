@@ -478,7 +478,7 @@ def build_readiness(
         secret_store=store.probe,
         object_store=issuer.check,
         fallback=fallback,
-        freezes=_control_report(control) if control is not None else None,
+        freezes=control_report(control) if control is not None else None,
         cache_seconds=settings.server.readiness_cache_seconds,
         deadline_seconds=settings.secret_store_resilience.timeout_seconds,
     )
@@ -486,7 +486,7 @@ def build_readiness(
     return readiness
 
 
-def _control_report(control: ControlPlane) -> Callable[[], dict[str, Any]]:
+def control_report(control: ControlPlane) -> Callable[[], dict[str, Any]]:
     def report() -> dict[str, Any]:
         snapshot = control.snapshot
         glob = control.global_freeze()
