@@ -8,10 +8,12 @@ and through two real broker processes in tests/integration/test_control_plane.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -396,7 +398,76 @@ async def test_rate_limits_of_store_principals_come_from_the_snapshot(
 ) -> None:
     control = replica(store, clock)
     await control.add_client("op", "rule-a", spaces=["ENG"], rate_per_second=1, burst=2)
-    buckets = TokenBuckets(Rate(100, 100), live=control.rate_of, clock=MonotonicClock())
+    ticks = MonotonicClock()
+    buckets = TokenBuckets(Rate(100, 100), live=control.rate_of, clock=ticks)
     assert [buckets.try_acquire("rule-a") > 0 for _ in range(3)] == [False, False, True]
+    # Changed live: the next second refills to the new burst of 5, not the old 2.
     await control.set_client("op", "rule-a", ClientChanges(burst=5, rate_per_second=50))
-    assert buckets.try_acquire("other") == 0  # unknown to the snapshot: the default
+    ticks.advance(1)
+    assert [buckets.try_acquire("rule-a") > 0 for _ in range(6)] == [False] * 5 + [True]
+    # Unknown to the snapshot: the default (100 at once).
+    assert not any(buckets.try_acquire("other") > 0 for _ in range(100))
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.generations: list[int] = []
+        self.failures = 0
+
+    def control_refreshed(self, generation: int, active_freezes: int) -> None:
+        self.generations.append(generation)
+
+    def count_control_refresh_failure(self) -> None:
+        self.failures += 1
+
+
+class _Deaf(MemoryPrincipalStore):
+    """A store that cannot notify (as SQLite): only the poll finds changes."""
+
+    async def watch(self, changed: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("store_type", [MemoryPrincipalStore, _Deaf])
+async def test_the_refresh_loop_follows_changes_and_survives_outages(
+    clock: Clock, store_type: type[MemoryPrincipalStore]
+) -> None:
+    store = store_type()
+    counts = _Counts()
+    one = replica(store, clock)
+    two = ControlPlane(
+        store,
+        seed=[],
+        spaces=SPACES,
+        audit=FakeAudit(),
+        mint=new_token,
+        metrics=counts,
+        poll_seconds=0.01,
+        clock=clock,
+    )
+    runner = asyncio.create_task(two.run())
+    try:
+        freeze = await one.freeze("op", reason="incident")
+        for _ in range(1000):
+            if two.frozen("x", "ENG") is not None:
+                break
+            await asyncio.sleep(0.005)
+        assert two.frozen("x", "ENG") == freeze
+        store.fail = True
+        for _ in range(1000):
+            if counts.failures:
+                break
+            await asyncio.sleep(0.005)
+        assert counts.failures > 0 and two.frozen("x", "ENG") == freeze  # last snapshot kept
+        store.fail = False
+        await one.unfreeze("op", freeze_id=freeze.id)
+        for _ in range(1000):
+            if two.frozen("x", "ENG") is None:
+                break
+            await asyncio.sleep(0.005)
+        assert two.frozen("x", "ENG") is None
+        assert counts.generations[-1] == store.gen
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
