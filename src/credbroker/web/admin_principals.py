@@ -59,8 +59,13 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/v1/admin/freezes/{id}", lift_freeze)
 
 
-def _control(request: web.Request) -> tuple[ControlPlane, str]:
+def _control(request: web.Request, *query: str) -> tuple[ControlPlane, str]:
+    """The control plane and the actor ("api:<admin id>"); refuses a non-admin, and any
+    query parameter the route does not take (refused, never ignored)."""
     client = _admin(request)
+    unknown = sorted(set(request.query) - set(query))
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}"[:200], code="invalid_query")
     control = request.app[RUNTIME].control
     if control is None:
         raise web.HTTPNotFound(reason="no control plane in this runtime")
@@ -153,7 +158,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 async def list_freezes(request: web.Request) -> web.Response:
-    control, _ = _control(request)
+    control, _ = _control(request, "all")
     every = _flag(request, "all")
     freezes = await control.freezes(active_only=not every)
     return _json(FreezeList, {"freezes": [freeze_dict(f) for f in freezes]})
