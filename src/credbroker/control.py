@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import secrets
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,7 +53,7 @@ from credbroker.errors import (
     NotFound,
     PrincipalConflict,
 )
-from credbroker.policy import validate_space_key
+from credbroker.policy import is_printable_text, validate_space_key
 from credbroker.ports import AuditSink, ControlMetrics, PrincipalStore
 
 log = logging.getLogger("credbroker.control")
@@ -275,7 +273,7 @@ class ControlPlane:
     # --- principals -----------------------------------------------------------------------
 
     async def clients(self) -> list[PrincipalView]:
-        """Config seeds first-class with store principals (revoked ones too), by id."""
+        """Config seeds and store principals (revoked ones too), by id."""
         views = [PrincipalView(s.principal, ()) for s in self._seed.values()]
         for p in await self._store.principals():
             if p.id not in self._seed:
@@ -511,10 +509,6 @@ def new_id(kind: str) -> str:
     return f"{kind}_{secrets.token_hex(8)}"
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _limits(p: Principal) -> dict[str, Any]:
     c = p.client
     return {
@@ -578,14 +572,8 @@ def _check_reason(reason: str) -> str:
     if not isinstance(reason, str):
         raise InvalidRequest("a reason is required", code="invalid_reason")
     reason = reason.strip()
-    if not 1 <= len(reason) <= MAX_REASON or any(
-        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in reason
-    ):
+    if not 1 <= len(reason) <= MAX_REASON or not is_printable_text(reason):
         raise InvalidRequest(
             f"a reason is 1-{MAX_REASON} printable characters", code="invalid_reason"
         )
     return reason
-
-
-def seeds(entries: Sequence[tuple[Principal, str]]) -> list[Seed]:
-    return [Seed(replace(p, source=PrincipalSource.CONFIG), digest) for p, digest in entries]
