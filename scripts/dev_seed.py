@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python scripts/dev_seed.py` puts scripts/ first, not the root
     sys.path.insert(0, str(REPO_ROOT))
 
+from credbroker.audit.chain import generate_private_pem  # noqa: E402
 from credbroker.callers.tokens import new_token  # noqa: E402
 from support.rgw_server import admin_s3, server_from_env  # noqa: E402
 from support.seeding import (  # noqa: E402
@@ -115,6 +116,14 @@ def main() -> None:
         ]
     }
     config["state"] = {"kind": "sqlite", "path": "rotation-state.sqlite3"}
+    # The audit chain's checkpoints are signed (README "Audit trail"); the compliance check
+    # reads bucket settings with the RGW admin key (`credbroker compliance check`).
+    signing = state / "audit-signing.pem"
+    if not signing.exists():
+        signing.touch(0o600)
+        signing.write_bytes(generate_private_pem())
+    config["audit"] = {"path": "audit.jsonl", "signing_key_file": "audit-signing.pem"}
+    config["compliance"] = {"report_dir": "compliance", "inspect_credentials_path": RGW_ADMIN_PATH}
     config_path = write_config(state, config)
     for name, value in (("client-token", token), ("admin-token", admin_token)):
         token_file = state / name

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_principals, wiring
+from credbroker import cli_audit, cli_principals, wiring
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
 from credbroker.errors import CredbrokerError, RotationBusy
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
+    cli_audit.register(sub, config_arg)
     return parser
 
 

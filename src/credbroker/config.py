@@ -244,9 +244,75 @@ class LimitsConfig(_Model):
     keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
+class SyslogSinkConfig(_Model):
+    """RFC 5424 messages to a syslog server (a SIEM): UDP (RFC 5426) or TCP (RFC 6587)."""
+
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    port: int = Field(default=514, ge=1, le=65535)
+    protocol: Literal["udp", "tcp"] = "udp"
+    facility: int = Field(default=10, ge=0, le=23)  # 10: authpriv
+    app_name: Annotated[str, StringConstraints(pattern=r"^[!-~]{1,48}$")] = "credbroker"
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class AuditConfig(_Model):
     # A JSON-lines file; null writes audit events to the log instead.
     path: Path | None = Path("var/audit.jsonl")
+    # Where the chained records go, each record to every one (README "Audit trail").
+    sinks: list[Literal["file", "stdout", "syslog"]] = Field(default=["file"], min_length=1)
+    syslog: SyslogSinkConfig | None = None
+    # Sequence numbers and hash links (audit/chain.py); false: plain records as before.
+    chain: bool = True
+    # A signed checkpoint this often (and at shutdown), when a signing key is configured.
+    checkpoint_seconds: float = Field(default=300.0, ge=1, le=86400)
+    # The Ed25519 signing key: a file (PEM, or base64 raw; `credbroker audit keygen`) or a
+    # secret-store path (field ed25519_private_key). Neither: records are chained, unsigned.
+    signing_key_file: Path | None = None
+    signing_key_secret_path: str | None = None
+    # The public key for verifiers; default: next to the audit file, NAME.pub.
+    public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sinks_consistent(self) -> Self:
+        if len(set(self.sinks)) != len(self.sinks):
+            raise ValueError("audit.sinks: each sink may appear once")
+        if "syslog" in self.sinks and self.syslog is None:
+            raise ValueError("audit.sinks names syslog: give audit.syslog (host, port)")
+        if self.signing_key_file is not None and self.signing_key_secret_path is not None:
+            raise ValueError("give at most one of signing_key_file and signing_key_secret_path")
+        return self
+
+    def public_key_path(self) -> Path | None:
+        if self.public_key_file is not None:
+            return self.public_key_file
+        return None if self.path is None else self.path.with_name(self.path.name + ".pub")
+
+    def signed(self) -> bool:
+        return self.signing_key_file is not None or self.signing_key_secret_path is not None
+
+
+class ComplianceConfig(_Model):
+    """The daily compliance check (README "Compliance check", docs/audit.md)."""
+
+    # JSON and HTML reports, one pair per run.
+    report_dir: Path = Path("var/compliance")
+    # Run once a day inside `credbroker serve` (one replica runs it: the state store's lock).
+    scheduler: bool = True
+    daily_at: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = (
+        "02:00"
+    )
+    # The key that reads bucket policies and ACLs (the buckets' owner or an admin); default:
+    # object_store.credentials_path.
+    inspect_credentials_path: str | None = None
+    # Clients unused, or holding write unused, this long fail the check.
+    unused_days: int = Field(default=30, ge=1, le=3650)
+    # Insecure transport targets (as check-config names them, e.g. "object_store.endpoint")
+    # accepted on purpose: the control passes for them, with the acceptance as evidence.
+    accept_insecure_transport: list[str] = Field(default_factory=list)
+    # Where the read-only probe tries to write (inside the first space's prefix).
+    canary_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = (
+        ".credbroker-canary"
+    )
 
 
 # --- rotation of the broker's own keys, and where its state lives ------------------------------
@@ -392,6 +458,7 @@ class Settings(_Model):
     spaces: dict[str, SpaceTarget] = Field(min_length=1)
     clients: list[ClientConfig] = Field(default_factory=list)
     audit: AuditConfig = AuditConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
     limits: LimitsConfig = LimitsConfig()
     secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
     # Absent: no fallback; while the secret store is unreachable every vend gets 503.

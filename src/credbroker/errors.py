@@ -105,6 +105,15 @@ class SecretStoreError(UpstreamError):
     upstream = "secret_store"
 
 
+class AuditUnavailable(UpstreamError):
+    """An audit record could not be written: the request it records is refused (fail closed,
+    as Vault's audit devices do). Logged and counted (credbroker_audit_failures)."""
+
+    code = "audit_unavailable"
+    status = 503
+    upstream = "audit"
+
+
 class SecretStoreUnavailable(SecretStoreError):
     """Unreachable, sealed, timing out, 5xx: the store may come back by itself."""
 

@@ -118,6 +118,21 @@ class Metrics:
             registry=r,
         )
 
+        self.audit_failures = Counter(
+            "credbroker_audit_failures",
+            "Audit records that could not be written, by sink (each refused its request)",
+            ["sink"],
+            registry=r,
+        )
+        self.compliance_failed = Gauge(
+            "credbroker_compliance_failed_controls",
+            "Controls the last compliance check found failing (0: all pass)",
+            registry=r,
+        )
+
+    def count_audit_failure(self, sink: str) -> None:
+        self.audit_failures.labels(sink).inc()
+
     # --- ports.BrokerMetrics ----------------------------------------------------------------
 
     def count_parent_key_refresh(self) -> None:

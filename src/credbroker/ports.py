@@ -382,3 +382,53 @@ class PrincipalStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- the compliance check -----------------------------------------------------------------------
+
+
+class BucketExposure(Protocol):
+    """Asks the object store whether a bucket is public (objectstore/exposure.py)."""
+
+    async def public_findings(self, bucket: str) -> tuple[list[str], list[str]]:
+        """(findings, evidence): each finding a sentence naming what makes the bucket public
+        (a bucket policy statement for everyone, a public ACL grant, an anonymous listing that
+        worked); evidence what was asked and answered. ObjectStoreUnavailable if it does not
+        answer."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WriteProbe(Protocol):
+    """Tries to write a canary object with the read-only fallback identity."""
+
+    async def write_refused(self, bucket: str, key: str) -> tuple[bool, list[str]]:
+        """(True if every write attempt was refused by the object store, evidence). An object
+        that was written is deleted again."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AuditTrail(Protocol):
+    """The audit records, read back (audit/trail.py)."""
+
+    async def records(self, since: datetime, until: datetime) -> list[Mapping[str, Any]]:
+        """Every record with `ts` in [since, until), oldest first."""
+        ...
+
+    async def verify(self, since: datetime) -> tuple[bool, str | None, list[dict[str, Any]]]:
+        """Verify the chains of the files holding records since `since`: (ok, first problem,
+        one summary per chain)."""
+        ...
+
+
+class UsageSource(Protocol):
+    """When each client last used its access (the audit trail today; a lease table later)."""
+
+    async def last_use(
+        self, since: datetime, until: datetime
+    ) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """client id -> (last grant of any kind, last write grant) in the window."""
+        ...

@@ -11,11 +11,24 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from credbroker.audit.chain import ChainedAudit, LineSink, load_private_key
 from credbroker.audit.context import RequestAudit
 from credbroker.audit.jsonl import JsonLinesAudit
+from credbroker.audit.stdout import StdoutLines
+from credbroker.audit.syslog import SyslogLines
+from credbroker.audit.trail import FileTrail, read_records
 from credbroker.callers.tokens import LiveTokenAuth, TokenAuth, new_token
+from credbroker.compliance.check import ComplianceCheck, RotationPolicy
+from credbroker.compliance.html import write_report
+from credbroker.compliance.job import DailyCompliance
+from credbroker.compliance.model import ComplianceResult
+from credbroker.compliance.trail import TrailUsage
 from credbroker.config import (
     EmbeddedStoreConfig,
     ManagedKeyConfig,
@@ -26,9 +39,10 @@ from credbroker.config import (
 )
 from credbroker.control import ControlPlane, Seed, freeze_dict
 from credbroker.domain import Access, AccessKey, BreakerState, Principal, PrincipalSource, Scope
-from credbroker.errors import CredbrokerError
+from credbroker.errors import ConfigError, CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.objectstore.exposure import ReadOnlyWriteProbe, S3BucketExposure
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
 from credbroker.objectstore.tls import TlsPolicy
@@ -189,9 +203,99 @@ def build_caller_auth(settings: Settings) -> CallerAuth:
     return TokenAuth((c.token_sha256, c.to_client()) for c in settings.clients)
 
 
-def build_audit(settings: Settings) -> AuditSink:
-    """The audit sink; inside an API request each record also names the caller."""
-    return RequestAudit(JsonLinesAudit(settings.audit.path))
+def build_audit(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    store: SecretStore | None = None,
+) -> AuditSink:
+    """The audit sink: chained records (audit/chain.py) to each configured sink; inside an API
+    request each record also names the caller. The signing key comes from its file now, or
+    from the secret store (`store`, else one opened for the read) at the first checkpoint."""
+    config = settings.audit
+    sinks: list[LineSink] = []
+    for kind in config.sinks:
+        if kind == "file":
+            sinks.append(JsonLinesAudit(config.path))
+        elif kind == "stdout":
+            sinks.append(StdoutLines())
+        else:
+            syslog = config.syslog
+            assert syslog is not None  # validated
+            sinks.append(
+                SyslogLines(
+                    syslog.host,
+                    syslog.port,
+                    protocol=syslog.protocol,
+                    facility=syslog.facility,
+                    app_name=syslog.app_name,
+                    timeout_seconds=syslog.timeout_seconds,
+                )
+            )
+    return RequestAudit(
+        ChainedAudit(
+            sinks,
+            signer=_audit_signer(settings, store),
+            checkpoint_seconds=config.checkpoint_seconds,
+            publish=_publish_public_key(settings),
+            metrics=metrics,
+            chained=config.chain,
+        )
+    )
+
+
+def _audit_signer(
+    settings: Settings, store: SecretStore | None
+) -> Ed25519PrivateKey | Callable[[], Awaitable[Ed25519PrivateKey]] | None:
+    config = settings.audit
+    if config.signing_key_file is not None:
+        try:
+            return load_private_key(config.signing_key_file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read audit.signing_key_file {config.signing_key_file}: {exc.strerror}"
+            ) from None
+    path = config.signing_key_secret_path
+    if path is None:
+        return None
+
+    async def from_store() -> Ed25519PrivateKey:
+        own = store is None
+        source = store if store is not None else build_secret_store(settings)
+        try:
+            secret = await source.read(path)
+        finally:
+            if own:
+                await source.close()
+        value = secret.data.get("ed25519_private_key")
+        if not value:
+            raise ConfigError(f"{path}: no field ed25519_private_key")
+        return load_private_key(value.encode())
+
+    return from_store
+
+
+def _publish_public_key(settings: Settings) -> Callable[[Ed25519PublicKey], None] | None:
+    """Write the public key where verifiers look (audit.public_key_file, or NAME.pub)."""
+    target = settings.audit.public_key_path()
+    if target is None:
+        return None
+    pub_path: Path = target
+
+    def publish(public: Ed25519PublicKey) -> None:
+        pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        try:
+            if pub_path.exists() and pub_path.read_bytes() == pem:
+                return
+            pub_path.parent.mkdir(parents=True, exist_ok=True)
+            pub_path.write_bytes(pem)
+            pub_path.chmod(0o644)
+        except OSError as exc:
+            log.error("cannot publish the audit public key at %s: %s", pub_path, exc.strerror)
+
+    return publish
 
 
 # --- rotation -----------------------------------------------------------------------------------
@@ -419,12 +523,127 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         rotator = await stack.enter_async_context(
             rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
         )
         yield rotator
+
+
+# --- the compliance check -----------------------------------------------------------------------
+
+
+def _compliance(
+    settings: Settings,
+    *,
+    store: SecretStore,
+    issuer: Issuer,
+    audit: AuditSink | None,
+    state: StateStore | None,
+) -> ComplianceCheck:
+    """The check over the real systems: the object store asked with the inspect key and the
+    read-only identity's key (both read from the secret store at call time), the rotation
+    state store, and the audit files."""
+    object_store = settings.object_store
+    config = settings.compliance
+    tls = object_store_tls(settings)
+
+    def reader(path: str) -> Callable[[], Awaitable[AccessKey]]:
+        async def read() -> AccessKey:
+            return AccessKey.from_secret(await store.read(path))
+
+        return read
+
+    fallback = settings.fallback
+    probe = None
+    if fallback is not None:
+        probe = ReadOnlyWriteProbe(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            flavor=object_store.flavor,
+            issuer=issuer,
+            role_arn=fallback.role_arn,
+            credentials=reader(fallback.credentials_path),
+        )
+    trail = FileTrail(settings.audit.path, settings.audit.public_key_path())
+    return ComplianceCheck(
+        spaces=settings.spaces,
+        clients=[c.to_client() for c in settings.clients],
+        ttl=object_store.ttl,
+        clock_skew_seconds=object_store.clock_skew_seconds,
+        exposure=S3BucketExposure(
+            endpoint=object_store.endpoint,
+            region=object_store.region,
+            tls=tls,
+            credentials=reader(config.inspect_credentials_path or object_store.credentials_path),
+        ),
+        write_probe=probe,
+        canary_name=config.canary_name,
+        state=state,
+        rotations=[
+            RotationPolicy(c.name, c.schedule.to_schedule(), c.grace_seconds, c.enabled)
+            for c in settings.rotation.credentials
+        ],
+        trail=trail,
+        usage=TrailUsage(trail),
+        unused_days=config.unused_days,
+        insecure_transport=settings.insecure_transport(),
+        accepted_insecure=config.accept_insecure_transport,
+        audit=audit,
+    )
+
+
+@asynccontextmanager
+async def compliance_check(
+    settings: Settings, *, metrics: Metrics | None = None
+) -> AsyncIterator[ComplianceCheck]:
+    """Everything the check needs outside the server (`credbroker compliance check`)."""
+    async with AsyncExitStack() as stack:
+        store = build_secret_store(settings, metrics=metrics)
+        stack.push_async_callback(store.close)
+        issuer = build_issuer(settings)
+        stack.push_async_callback(issuer.close)
+        audit = build_audit(settings, metrics=metrics, store=store)
+        stack.push_async_callback(audit.close)
+        state = await build_state_store(settings)
+        stack.push_async_callback(state.close)
+        yield _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+
+
+def write_compliance_report(result: ComplianceResult, folder: Path) -> tuple[Path, Path]:
+    return write_report(result, folder)
+
+
+def audit_records(files: list[Path]) -> list[dict[str, Any]]:
+    return read_records(files)
+
+
+def build_daily_compliance(
+    settings: Settings, *, store: SecretStore, issuer: Issuer, audit: AuditSink, metrics: Metrics
+) -> DailyCompliance:
+    """The daily run inside `serve` (one per day across replicas: the state store's lock)."""
+
+    async def run() -> ComplianceResult:
+        state = await build_state_store(settings)
+        try:
+            check = _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
+            result = await check.run()
+        finally:
+            await state.close()
+        metrics.compliance_failed.set(len(result.failed()))
+        return result
+
+    async def publish(result: ComplianceResult) -> None:
+        await asyncio.to_thread(write_report, result, settings.compliance.report_dir)
+
+    return DailyCompliance(
+        run,
+        publish,
+        lambda: build_state_store(settings),
+        at=settings.compliance.daily_at,
+    )
 
 
 # --- the whole service ------------------------------------------------------------------------
@@ -447,6 +666,7 @@ class Runtime:
     readiness: Readiness
     limits: Limits
     control: ControlPlane | None = None
+    compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
 
 
 def build_limits(settings: Settings, control: ControlPlane | None = None) -> Limits:
@@ -512,7 +732,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(store.close)
         issuer = build_issuer(settings)
         stack.push_async_callback(issuer.close)
-        audit = build_audit(settings)  # one sink per process: vends and rotations alike
+        # One sink per process (one chain): vends and rotations alike.
+        audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
@@ -560,6 +781,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             readiness=readiness,
             limits=build_limits(settings, control),
             control=control,
+            compliance=build_daily_compliance(
+                settings, store=store, issuer=issuer, audit=audit, metrics=metrics
+            )
+            if settings.compliance.scheduler
+            else None,
         )
 
 

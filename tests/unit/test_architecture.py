@@ -31,6 +31,12 @@ CENTRE = (
     "rotation.rotate",
     "rotation.status",
     "rotation.schedule",
+    "compliance.model",
+    "compliance.check",
+    "compliance.trail",
+    "compliance.access_report",
+    "compliance.html",
+    "compliance.job",
 )
 FORBIDDEN_IN_CENTRE = (*ADAPTER_PACKAGES, "config", "web", "wiring", "cli", "observability")
 

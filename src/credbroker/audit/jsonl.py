@@ -16,7 +16,11 @@ class JsonLinesAudit:
     """Appends one line per event. Follows log rotation by itself: when the file at `path` is
     no longer the one it writes to (logrotate moved it away, or it was deleted), the next event
     opens a new file there, mode 0600. No signal is needed, and every process (the server, the
-    CLI) behaves the same; logrotate's `copytruncate` is not needed either."""
+    CLI) behaves the same; logrotate's `copytruncate` is not needed either. As a LineSink
+    (`write`) it carries the chained records of audit/chain.py: the chain goes on in the new
+    file."""
+
+    name = "file"
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
@@ -44,15 +48,19 @@ class JsonLinesAudit:
 
     async def record(self, event: Mapping[str, Any]) -> None:
         line = json.dumps(event, separators=(",", ":"), default=str, sort_keys=True)
-        if self._fd is None:
-            log.info("%s", line)
+        await self.write(line.encode())
+
+    async def write(self, line: bytes) -> None:
+        if self._path is None:
+            log.info("%s", line.decode())
             return
-        if self._rotated():
+        if self._fd is None or self._rotated():
             self._open()
             log.info("audit file %s reopened (rotated away)", self._path)
+        assert self._fd is not None
         # One O_APPEND write per event: lines from several processes never interleave, and a
         # page-cache write of a few hundred bytes does not stall the loop.
-        os.write(self._fd, line.encode() + b"\n")
+        os.write(self._fd, line + b"\n")
 
     async def close(self) -> None:
         if self._fd is not None:

@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.cleanup_ctx.append(_fallback_refresh)
     app.cleanup_ctx.append(_rotation_scheduler)
+    app.cleanup_ctx.append(_compliance_scheduler)
     app.router.add_post("/v1/credentials", handlers.create_credentials)
     app.router.add_post("/v1/presign", handlers.create_presigned_url)
     app.router.add_get("/healthz", handlers.healthz)
@@ -76,3 +77,16 @@ async def _rotation_scheduler(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await scheduler.close()
+
+
+async def _compliance_scheduler(app: web.Application) -> AsyncIterator[None]:
+    """The daily compliance check (compliance.scheduler; one replica runs it each day)."""
+    daily = app[RUNTIME].compliance
+    if daily is None:
+        yield
+        return
+    await daily.start()
+    try:
+        yield
+    finally:
+        await daily.close()

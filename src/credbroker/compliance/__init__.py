@@ -1,0 +1,1 @@
+"""The daily compliance check and the access report: use cases over ports."""
