@@ -465,3 +465,33 @@ class MemoryPrincipalStore:
             self.watchers.append(changed)
 
     async def close(self) -> None: ...
+
+
+# --- the actor's directory (Confluence) ----------------------------------------------------------
+
+
+class FakeActorDirectory:
+    """ports.ActorDirectory: who may view (read) or edit (write) which space; can be down."""
+
+    def __init__(self) -> None:
+        self.viewers: dict[str, set[str]] = {}
+        self.editors: dict[str, set[str]] = {}
+        self.down = False
+        self.asked: list[tuple[str, str, str]] = []
+
+    def grant(self, space: str, actor: str, *, edit: bool = False) -> None:
+        self.viewers.setdefault(space, set()).add(actor)
+        if edit:
+            self.editors.setdefault(space, set()).add(actor)
+
+    async def permitted(self, *, space: str, actor: str, access: Any) -> bool:
+        from credbroker.errors import ActorCheckUnavailable
+
+        self.asked.append((space, actor, str(access)))
+        if self.down:
+            raise ActorCheckUnavailable("Confluence did not answer within 3s")
+        held = self.editors if str(access) == "write" else self.viewers
+        return actor in held.get(space, set())
+
+    async def close(self) -> None:
+        pass

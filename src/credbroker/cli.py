@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_audit, cli_principals, wiring
+from credbroker import cli_audit, cli_owner_rotated, cli_principals, wiring
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
 from credbroker.errors import CredbrokerError, RotationBusy
@@ -123,7 +123,13 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.server.port if args.port is None else args.port
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
-    server.run(create_app(settings), host=host, port=port, limits=settings.limits)
+    server.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        limits=settings.limits,
+        tls=settings.server.tls,
+    )
     return 0
 
 
@@ -142,6 +148,7 @@ def _check_config(args: argparse.Namespace) -> int:
             f"{MAX_POLICY_CHARS} chars as {flavor.value} counts them)"
         )
     print(f"  clients: {', '.join(c.id for c in settings.clients) or '(none)'}")
+    _print_identities(settings)
     for c in settings.rotation.credentials:
         schedule = c.schedule.to_schedule().describe()
         owner = c.driver.user or " and ".join(c.driver.users or [])
@@ -151,7 +158,28 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     if settings.rotation.credentials:
         print(f"  rotation state: {settings.state.kind}")
-    return 0
+    return cli_owner_rotated.check_config(settings)
+
+
+def _print_identities(settings: Settings) -> None:
+    tls = settings.server.tls
+    if tls is not None:
+        print(
+            f"  https: TLS {tls.min_version}+, {tls.cert_file}; client certificates "
+            f"{tls.client_certs} ({len(tls.client_certificates)} mapped)"
+        )
+    if settings.oidc is not None:
+        oidc = settings.oidc
+        print(
+            f"  oidc: {oidc.issuer} audience {oidc.audience}, {', '.join(oidc.algorithms)}, "
+            f"claim {oidc.claim} ({len(oidc.mappings)} mappings)"
+        )
+    checked = sorted(k for k, s in settings.spaces.items() if s.actor_check is not None)
+    if settings.confluence is not None:
+        print(
+            f"  confluence: {settings.confluence.url}; actor checked in "
+            f"{', '.join(checked) or '(no space)'}"
+        )
 
 
 def _secrets_put(args: argparse.Namespace) -> int:
@@ -221,6 +249,8 @@ def _rotate(args: argparse.Namespace) -> int:
     """Exit 0 when every run did its part, 1 if one failed, 3 if another run held a lock, 4 if
     --now found a rotation in its grace (without --end-grace or --wait: no key was touched)."""
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.refuse_rotate(settings)
     names = [c.name for c in settings.rotation.credentials]
     if not names:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
@@ -290,6 +320,8 @@ def _describe(outcome: Outcome, *, forced: bool = False) -> str:
 
 def _rotation_status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if cli_owner_rotated.owner_rotates(settings):
+        return cli_owner_rotated.rotation_status(settings, as_json=args.json)
     if not settings.rotation.credentials:
         print("credbroker: no rotation.credentials in the config", file=sys.stderr)
         return 2

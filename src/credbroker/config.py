@@ -7,6 +7,7 @@ paths are taken relative to the config file's own folder.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -111,7 +112,98 @@ class VaultStoreConfig(_Model):
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
 
-SecretStoreConfig = Annotated[EmbeddedStoreConfig | VaultStoreConfig, Field(discriminator="kind")]
+# A CCP query value: CyberArk's GetPassword refuses `+ & %` in values; `;` separates a Query's
+# properties. Refused, never cleaned (spaces are sent encoded as %20).
+_CcpValue = Annotated[str, StringConstraints(pattern=r"^[^+&%;\x00-\x1f\x7f]{1,256}$")]
+# An account property name in the GetPassword answer (Content, UserName, AWSAccessKeyID, ...).
+_CcpProperty = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+
+
+class CyberArkAccountConfig(_Model):
+    """Where one credbroker secret path lives in CyberArk: the GetPassword query (Safe and
+    Folder, and Object or UserName/Address), and which answer property holds each field."""
+
+    safe: _CcpValue
+    folder: _CcpValue | None = None  # CCP's default: Root
+    object: _CcpValue | None = None
+    username: _CcpValue | None = None
+    address: _CcpValue | None = None
+    # credbroker field -> property of the CCP answer. An access key's id is the account's
+    # UserName (a MinIO user) or a platform property (AWS Access Keys: AWSAccessKeyID).
+    fields: dict[str, _CcpProperty] = Field(
+        default_factory=lambda: {"access_key_id": "UserName", "secret_access_key": "Content"},
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _one_account(self) -> Self:
+        if self.object is None and self.username is None:
+            raise ValueError("give `object`, or `username` (with `address` if needed)")
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The GetPassword query parameters naming this account (AppID and Reason apart)."""
+        names = {
+            "Safe": self.safe,
+            "Folder": self.folder,
+            "Object": self.object,
+            "UserName": self.username,
+            "Address": self.address,
+        }
+        return {name: value for name, value in names.items() if value is not None}
+
+
+class CyberArkCcpStoreConfig(_Model):
+    """CyberArk Central Credential Provider (GET /AIMWebService/api/Accounts): read-only for
+    the broker, CyberArk's CPM rotates (vendor/cyberark/README.md)."""
+
+    kind: Literal["cyberark-ccp"]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^/?#]+/?$")]
+    # The IIS application the web service is published under.
+    service_path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = (
+        "AIMWebService"
+    )
+    app_id: _CcpValue
+    # The application's client certificate (mTLS; CyberArk authenticates the AppID by it),
+    # PEM files. Absent: the AppID is authenticated by allowed machines alone.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify_tls: bool = True
+    ca_file: Path | None = None  # pins the CA of the CCP's server certificate
+    # Sent as Reason (CyberArk's audit log shows it).
+    reason: _CcpValue | None = "credbroker"
+    # ConnectionTimeout: how long the CCP itself may wait on the CyberArk Vault (CCP default 30).
+    connection_timeout_seconds: int | None = Field(default=None, ge=1, le=600)
+    # FailRequestOnPasswordChange: while the CPM changes a password, answer 500 APPAP282E
+    # (an outage for the broker) instead of the password being replaced.
+    fail_request_on_password_change: bool = False
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Every secret path the broker reads: the object store's key, the fallback's.
+    accounts: dict[str, CyberArkAccountConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Self:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give both client_cert and client_key, or neither")
+        return self
+
+    def unreadable_files(self) -> list[str]:
+        """Certificate files that cannot be read now (check-config; the server fails too)."""
+        problems = []
+        for name in ("client_cert", "client_key", "ca_file"):
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                problems.append(f"secret_store.{name} {path}: {exc.strerror}")
+        return problems
+
+
+SecretStoreConfig = Annotated[
+    EmbeddedStoreConfig | VaultStoreConfig | CyberArkCcpStoreConfig, Field(discriminator="kind")
+]
 
 
 class SecretStoreResilienceConfig(_Model):
@@ -217,12 +309,60 @@ class ClientConfig(_Model):
         )
 
 
+class ClientCertificateConfig(_Model):
+    """A client certificate (verified against server.tls.client_ca_file) that names a client:
+    exactly one of its subject common name or a subject alternative name, matched exactly."""
+
+    cn: str | None = None
+    dns: str | None = None
+    uri: str | None = None
+    email: str | None = None
+    client: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if sum(v is not None for v in (self.cn, self.dns, self.uri, self.email)) != 1:
+            raise ValueError("give exactly one of cn, dns, uri, email")
+        return self
+
+    def match(self) -> tuple[Literal["cn", "dns", "uri", "email"], str]:
+        for name in ("cn", "dns", "uri", "email"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise AssertionError("validated: one is set")
+
+
+class ServerTlsConfig(_Model):
+    """HTTPS on the listener. The files are read at start and again on SIGHUP (new
+    connections get the new certificate; open ones keep theirs)."""
+
+    cert_file: Path
+    key_file: Path
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # off: no client certificates asked; optional: verified if sent (mapped below);
+    # required: the handshake fails without one signed by client_ca_file.
+    client_certs: Literal["off", "optional", "required"] = "off"
+    client_ca_file: Path | None = None
+    client_certificates: list[ClientCertificateConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _client_ca(self) -> Self:
+        if self.client_certs != "off" and self.client_ca_file is None:
+            raise ValueError(f"client_certs: {self.client_certs} needs client_ca_file")
+        if self.client_certificates and self.client_certs == "off":
+            raise ValueError("client_certificates need client_certs: optional or required")
+        return self
+
+
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # /readyz answers from a result this old at most (one upstream probe in flight at a time).
     readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
+    # HTTPS (absent: plain HTTP, for loopback behind a TLS-terminating proxy, or dev.sh).
+    tls: ServerTlsConfig | None = None
 
 
 class LimitsConfig(_Model):
@@ -242,6 +382,80 @@ class LimitsConfig(_Model):
     # An idle keep-alive connection, or one that has not finished sending a later request's
     # headers, is closed after this.
     keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+
+
+# --- identities: OIDC callers, the Confluence actor ---------------------------------------------
+
+_OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+_OIDC_ALGORITHMS_ALL = (*_OIDC_ALGORITHMS, "ES512", "EdDSA")
+
+
+class OidcMappingConfig(_Model):
+    """One value of the mapped claim (a group or policy name) and what it grants."""
+
+    value: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    roles: list[Role] = Field(default_factory=lambda: [Role.RULE], min_length=1)
+    spaces: list[str] = Field(default_factory=list)
+    max_access: Access = Access.READ
+    max_ttl_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=MAX_TTL)
+
+    @field_validator("spaces")
+    @classmethod
+    def _space_keys(cls, value: list[str]) -> list[str]:
+        return [_as_value_error(validate_space_key, v) for v in value]
+
+
+class OidcConfig(_Model):
+    """Callers with a JWT from the organisation's identity provider (README "Identities")."""
+
+    issuer: Annotated[str, StringConstraints(pattern=r"^https?://[^?#]+$")]
+    # The key set's URL; absent: the jwks_uri of {issuer}/.well-known/openid-configuration.
+    jwks_url: Annotated[str, StringConstraints(pattern=r"^https?://[^#]+$")] | None = None
+    audience: Annotated[str, StringConstraints(min_length=1)]
+    # Asymmetric only: none and HS* are refused here, whatever a token says.
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    # The claim naming the caller's groups or policies (authentik/Keycloak: groups; MinIO's
+    # convention: policy), and the claim that names the person or service (id oidc:<value>).
+    claim: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "groups"
+    name_claim: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "sub"
+    mappings: list[OidcMappingConfig] = Field(min_length=1)
+    clock_skew_seconds: float = Field(default=60.0, ge=0, le=300)
+    jwks_cache_seconds: float = Field(default=3600.0, ge=10, le=86400)
+    # An unknown kid refreshes the key set at most this often (random kids cannot hammer it).
+    jwks_min_refresh_seconds: float = Field(default=30.0, ge=1, le=3600)
+    timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a not in _OIDC_ALGORITHMS_ALL]
+        if bad:
+            raise ValueError(
+                f"algorithms {bad} not allowed: only {', '.join(_OIDC_ALGORITHMS_ALL)} "
+                "(never none or HS*: a key set holds public keys)"
+            )
+        return value
+
+
+class ConfluenceConfig(_Model):
+    """The Confluence site asked whether a rule's actor may view or edit a space."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^?#]+$")]
+    # cloud: https://SITE.atlassian.net (REST under /wiki). Data Center is not supported yet.
+    deployment: Literal["cloud"] = "cloud"
+    # basic: an Atlassian account's email + API token; bearer: an OAuth 2.0 access token.
+    auth: Literal["basic", "bearer"] = "basic"
+    # Secret-store path: fields email and api_token (basic), or token (bearer).
+    credentials_path: Annotated[str, StringConstraints(min_length=1)]
+    timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    # An answer (yes or no) is reused this long per space, actor and access.
+    cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # A 429 whose Retry-After is at most this is waited out once; longer is "unavailable".
+    max_retry_after_seconds: float = Field(default=2.0, ge=0, le=30)
+    verify_tls: bool = True
+    ca_file: Path | None = None
 
 
 class SyslogSinkConfig(_Model):
@@ -466,6 +680,8 @@ class Settings(_Model):
     rotation: RotationConfig = RotationConfig()
     state: StateConfig = SqliteStateConfig()
     control: ControlConfig = ControlConfig()
+    oidc: OidcConfig | None = None
+    confluence: ConfluenceConfig | None = None
     # Plain http, or TLS without verification, toward Vault or the object store on an address
     # that is not loopback is refused unless this is true; `serve` then warns at every start.
     allow_insecure_transport: bool = False
@@ -486,7 +702,7 @@ class Settings(_Model):
             except InvalidRequest as exc:
                 # Named like pydantic's own locations, so the operator sees which field.
                 raise ValueError(f"spaces.{key}.{field}: {exc.message}") from None
-            checked[key] = SpaceTarget(bucket=bucket, prefix=prefix)
+            checked[key] = dataclasses.replace(space, bucket=bucket, prefix=prefix)
         return checked
 
     @model_validator(mode="after")
@@ -523,6 +739,32 @@ class Settings(_Model):
                 # No key lives shorter than the store's minimum: the client would get longer.
                 raise ValueError(
                     f"client {client.id}: max_ttl_seconds is below object_store.ttl.min_seconds"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _identities_consistent(self) -> Self:
+        checked = sorted(k for k, s in self.spaces.items() if s.actor_check is not None)
+        if checked and self.confluence is None:
+            raise ValueError(f"spaces {', '.join(checked)} check actors: add a confluence section")
+        if self.oidc is not None:
+            for mapping in self.oidc.mappings:
+                unknown = sorted(set(mapping.spaces) - set(self.spaces))
+                if unknown:
+                    raise ValueError(
+                        f"oidc mapping {mapping.value} names unknown spaces: {', '.join(unknown)}"
+                    )
+                if mapping.max_ttl_seconds > self.object_store.ttl.max_seconds:
+                    raise ValueError(
+                        f"oidc mapping {mapping.value}: max_ttl_seconds exceeds "
+                        "object_store.ttl.max_seconds"
+                    )
+        tls = self.server.tls
+        ids = {c.id for c in self.clients}
+        for rule in tls.client_certificates if tls is not None else []:
+            if rule.client not in ids:
+                raise ValueError(
+                    f"server.tls.client_certificates names unknown client {rule.client}"
                 )
         return self
 
@@ -570,6 +812,35 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
+    def _cyberark_owns_rotation(self) -> Self:
+        """A CCP store is read-only for the broker: CyberArk's CPM rotates, the broker
+        follows. Every path the broker reads must be mapped to a CyberArk account."""
+        store = self.secret_store
+        if not isinstance(store, CyberArkCcpStoreConfig):
+            return self
+        if self.rotation.credentials:
+            names = ", ".join(c.name for c in self.rotation.credentials)
+            raise ValueError(
+                f"rotation.credentials ({names}) with secret_store kind cyberark-ccp: CyberArk's "
+                "CPM rotates these keys and the broker only follows them (a key the object "
+                "store refuses is read again from CCP); remove rotation.credentials "
+                "(vendor/cyberark/README.md)"
+            )
+        paths = {"object_store.credentials_path": self.object_store.credentials_path}
+        if self.fallback is not None:
+            paths["fallback.credentials_path"] = self.fallback.credentials_path
+        if self.audit.signing_key_secret_path is not None:
+            paths["audit.signing_key_secret_path"] = self.audit.signing_key_secret_path
+        if self.compliance.inspect_credentials_path is not None:
+            paths["compliance.inspect_credentials_path"] = self.compliance.inspect_credentials_path
+        for field, path in paths.items():
+            if path not in store.accounts:
+                raise ValueError(
+                    f"{field} {path!r} is not mapped to a CyberArk account in secret_store.accounts"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _transport_secure(self) -> Self:
         targets = self.insecure_transport()
         if targets and not self.allow_insecure_transport:
@@ -581,12 +852,17 @@ class Settings(_Model):
         return self
 
     def insecure_transport(self) -> list[str]:
-        """Each connection to Vault or the object store that is plain http or unverified TLS,
-        to an address outside loopback: the field and scheme://host[:port], never a secret."""
+        """Each connection to Vault, CyberArk CCP or the object store that is plain http or
+        unverified TLS, to an address outside loopback: the field and scheme://host[:port],
+        never a secret."""
         found: list[str] = []
         store = self.secret_store
         if isinstance(store, VaultStoreConfig):
             # A ca_file turns verification on whatever verify_tls says (wiring.py).
+            found += _insecure(
+                "secret_store.url", store.url, store.verify_tls or bool(store.ca_file)
+            )
+        if isinstance(store, CyberArkCcpStoreConfig):
             found += _insecure(
                 "secret_store.url", store.url, store.verify_tls or bool(store.ca_file)
             )
@@ -599,6 +875,17 @@ class Settings(_Model):
             if credential.driver.endpoint is not None:
                 where = f"rotation {credential.name}: driver.endpoint"
                 found += _insecure(where, credential.driver.endpoint, objects.verify_tls)
+        if self.oidc is not None:
+            oidc_verify = self.oidc.verify_tls or bool(self.oidc.ca_file)
+            found += _insecure("oidc.issuer", self.oidc.issuer, oidc_verify)
+            if self.oidc.jwks_url is not None:
+                found += _insecure("oidc.jwks_url", self.oidc.jwks_url, oidc_verify)
+        if self.confluence is not None:
+            found += _insecure(
+                "confluence.url",
+                self.confluence.url,
+                self.confluence.verify_tls or bool(self.confluence.ca_file),
+            )
         return found
 
 

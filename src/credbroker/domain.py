@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 def utc_text(moment: datetime | None) -> str | None:
@@ -92,6 +92,11 @@ class SpaceTarget:
 
     bucket: str
     prefix: str = ""
+    # "confluence": before vending, Confluence must say the request's actor may view (read) or
+    # edit (write) this space. While it cannot answer: "fail-closed" refuses every vend (503),
+    # "read-only" serves reads unverified (the audit record says so) and refuses writes.
+    actor_check: Literal["confluence"] | None = None
+    actor_check_unavailable: Literal["fail-closed", "read-only"] = "fail-closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,3 +327,23 @@ class ControlState:
     principals: tuple[Principal, ...]
     tokens: tuple[TokenRecord, ...]  # not revoked (expired ones included: checked at use)
     freezes: tuple[Freeze, ...]  # active ones
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The client certificate the TLS handshake verified (mTLS): its subject common name and
+    subject alternative names. Absent on plain HTTP or when the caller sent none."""
+
+    subject_cn: str | None = None
+    dns_names: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallerProof:
+    """What a caller shows to be recognised: its Authorization header (a static token or an
+    OIDC JWT) and the client certificate its TLS connection was verified with."""
+
+    authorization: str | None = field(default=None, repr=False)
+    peer: PeerCertificate | None = None

@@ -47,6 +47,13 @@ class NotAllowed(CredbrokerError):
     status = 403
 
 
+class ActorNotPermitted(NotAllowed):
+    """The space checks its actor (actor_check: confluence) and Confluence says the account
+    that triggered the rule may not view (read) or edit (write) it, or no actor was given."""
+
+    code = "actor_not_permitted"
+
+
 class RateLimited(CredbrokerError):
     """This client asked faster than its rate (limits.rate_per_second, burst)."""
 
@@ -159,7 +166,7 @@ class SecretRolledBack(SecretStoreError):
 
 class SecretStoreReadOnly(SecretStoreError):
     """The store cannot be written by the broker (a store whose owner rotates its keys; the
-    port's `writable` is False). No such adapter ships yet."""
+    port's `writable` is False: CyberArk CCP, secrets/cyberark.py)."""
 
     code = "secret_store_read_only"
     status = 409
@@ -203,6 +210,33 @@ class KeyOutlivesRequest(ObjectStoreError):
 _STALE_KEY_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AccessDenied"}
 )
+
+
+class ActorCheckUnavailable(UpstreamError):
+    """Confluence did not answer an actor check in time (timeout, connection refused, 5xx,
+    429 past the wait we allow): the space's `on_unavailable` decides what happens."""
+
+    upstream = "confluence"
+    code = "confluence_unavailable"
+    status = 503
+
+
+class IdentityProviderUnavailable(UpstreamError):
+    """The OIDC provider's discovery document or key set could not be fetched (and no keys
+    are cached yet), or names another issuer."""
+
+    upstream = "idp"
+    code = "idp_unavailable"
+    status = 503
+
+
+class ActorCheckFailed(UpstreamError):
+    """Confluence answered and refused the broker itself (401, 403: wrong credentials or
+    scopes). A configuration error, not an outage: never served read-only."""
+
+    upstream = "confluence"
+    code = "confluence_rejected"
+    status = 502
 
 
 # --- rotation ---------------------------------------------------------------------------------

@@ -71,6 +71,12 @@ class Metrics:
             "credbroker_in_flight", "Vends and presigns being worked on", registry=r
         )
         self.connections = Gauge("credbroker_connections", "Open client connections", registry=r)
+        self.tls_handshake_failures = Counter(
+            "credbroker_tls_handshake_failures",
+            "Connections closed because their TLS handshake failed (no or a foreign client "
+            "certificate when required, not TLS, too old a version, too slow)",
+            registry=r,
+        )
         # Rotation of the broker's own keys (rotation/rotate.py). Alert on a failure streak
         # (rotation_consecutive_failures > 0) and on a stale last success.
         self.rotations = Counter(

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from credbroker.domain import (
+    Access,
     AccessKey,
+    CallerProof,
     Client,
     ControlState,
     Freeze,
@@ -194,7 +196,9 @@ class Issuer(Protocol):
     async def close(self) -> None: ...
 
 
-class CallerAuth(Protocol):
+class TokenCheck(Protocol):
+    """Static bearer tokens (`cbk_...`), checked in memory without I/O."""
+
     def authenticate(self, authorization: str | None) -> Client:
         """Resolve an Authorization header to a client, or raise Unauthenticated."""
         ...
@@ -207,6 +211,24 @@ class FreezeCheck(Protocol):
     def frozen(self, client_id: str, space: str) -> Freeze | None:
         """The active freeze that matches (the oldest), or None."""
         ...
+
+
+class CallerAuth(Protocol):
+    """Who is asking: a static token, an OIDC JWT (may fetch the identity provider's keys)
+    or a verified client certificate (callers/composite.py decides which)."""
+
+    async def authenticate(self, proof: CallerProof) -> Client:
+        """Resolve what the caller showed to a client, or raise Unauthenticated."""
+        ...
+
+
+class ActorDirectory(Protocol):
+    """Asks the wiki (Confluence) whether the account that triggered a rule may view (read)
+    or edit (write) a space. Errors: ActorCheckUnavailable (no answer in time, 5xx, 429)."""
+
+    async def permitted(self, *, space: str, actor: str, access: Access) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class AuditSink(Protocol):

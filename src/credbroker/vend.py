@@ -31,6 +31,8 @@ from credbroker.domain import (
     TtlLimits,
 )
 from credbroker.errors import (
+    ActorCheckUnavailable,
+    ActorNotPermitted,
     Frozen,
     InvalidRequest,
     KeyOutlivesRequest,
@@ -45,7 +47,14 @@ from credbroker.policy import (
     session_policy,
     validate_space_key,
 )
-from credbroker.ports import AuditSink, BrokerMetrics, FreezeCheck, Issuer, ReadOnlyKeys
+from credbroker.ports import (
+    ActorDirectory,
+    AuditSink,
+    BrokerMetrics,
+    FreezeCheck,
+    Issuer,
+    ReadOnlyKeys,
+)
 
 log = logging.getLogger("credbroker.vend")
 
@@ -120,6 +129,7 @@ class Broker:
         flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
         freezes: FreezeCheck | None = None,
+        actors: ActorDirectory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
@@ -133,11 +143,13 @@ class Broker:
         self._audit = audit
         self._metrics = metrics
         self._fallback = fallback
+        self._actors = actors
         self._clock = clock
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
         scope, policy = await self._authorize(client, request.space, request.access, request.prefix)
         await self._check_freeze("vend", client, request.space, scope)
+        verified = await self._check_actor(client, request.space, scope.access, request.actor)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
         credentials, mode = await self._issue(client, scope, policy, ttl, lease_id)
@@ -153,7 +165,7 @@ class Broker:
             expires=credentials.expiration,
             mode=mode,
             # The key id (never its secret) ties a key seen in object-store logs to its grant.
-            extra={"access_key_id": credentials.access_key_id},
+            extra={"access_key_id": credentials.access_key_id, **verified},
         )
         return Vended(
             credentials=credentials,
@@ -175,6 +187,7 @@ class Broker:
             client, request.space, access, None, object_key=request.key
         )
         await self._check_freeze("presign", client, request.space, scope)
+        verified = await self._check_actor(client, request.space, access, request.actor)
         key = request.key  # validated by the policy builder, never changed
         expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
@@ -215,6 +228,7 @@ class Broker:
                 "key": scope.prefix + key,
                 "method": method,
                 "access_key_id": credentials.access_key_id,
+                **verified,
             },
         )
         return Presigned(url, expires_at, scope, scope.prefix + key, method, lease_id, mode)
@@ -291,6 +305,55 @@ class Broker:
         )
         refused.audited = True
         raise refused
+
+    async def _check_actor(
+        self, client: Client, space: str, access: Access, actor: str | None
+    ) -> dict[str, Any]:
+        """For a space with actor_check: Confluence must say `actor` may view (read) or edit
+        (write) it. What the audit record adds: {} for a space that checks no actor, else
+        actor_verified true, or false when Confluence was unreachable and the space serves
+        reads unverified (actor_check_unavailable: read-only). Refusals are audited."""
+        target = self._spaces[space]
+        if target.actor_check is None:
+            return {}
+        try:
+            if not actor:
+                raise ActorNotPermitted(
+                    f"space {space} serves only requests naming their actor (the Confluence "
+                    "account that triggered the rule)"
+                )
+            if self._actors is None:
+                raise ActorCheckUnavailable(f"space {space} checks actors, but no checker is set")
+            try:
+                permitted = await self._actors.permitted(space=space, actor=actor, access=access)
+            except ActorCheckUnavailable as outage:
+                if target.actor_check_unavailable == "read-only" and access is Access.READ:
+                    log.warning("actor check for space %s unavailable: reading unverified", space)
+                    return {"actor_verified": False, "actor_check": "unavailable"}
+                if target.actor_check_unavailable == "read-only":
+                    outage.message = f"{outage.message}; writes need a verified actor"
+                    outage.args = (outage.message,)
+                raise
+            if not permitted:
+                verb = "edit" if access is Access.WRITE else "view"
+                raise ActorNotPermitted(
+                    f"Confluence says actor {actor} may not {verb} space {space}"
+                )
+        except (ActorNotPermitted, ActorCheckUnavailable) as exc:
+            await self._audit.record(
+                {
+                    "ts": self._clock().isoformat(),
+                    "event": "denied",
+                    "client": client.id,
+                    "space": space,
+                    "access": access.value,
+                    "actor": actor,
+                    "code": exc.code,
+                }
+            )
+            exc.audited = True
+            raise
+        return {"actor_verified": True}
 
     def _clamp_ttl(self, client: Client, requested: int | None) -> int:
         wanted = self._ttl.default_seconds if requested is None else requested

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.audit.stdout import StdoutLines
 from credbroker.audit.syslog import SyslogLines
 from credbroker.audit.trail import FileTrail, read_records
+from credbroker.callers.certificates import CertificateAuth, CertificateRule
+from credbroker.callers.composite import CallerAuthChain
+from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
 from credbroker.callers.tokens import LiveTokenAuth, TokenAuth, new_token
 from credbroker.compliance.check import ComplianceCheck, RotationPolicy
 from credbroker.compliance.html import write_report
@@ -30,6 +34,7 @@ from credbroker.compliance.job import DailyCompliance
 from credbroker.compliance.model import ComplianceResult
 from credbroker.compliance.trail import TrailUsage
 from credbroker.config import (
+    CyberArkCcpStoreConfig,
     EmbeddedStoreConfig,
     ManagedKeyConfig,
     PostgresStateConfig,
@@ -38,7 +43,15 @@ from credbroker.config import (
     VaultStoreConfig,
 )
 from credbroker.control import ControlPlane, Seed, freeze_dict
-from credbroker.domain import Access, AccessKey, BreakerState, Principal, PrincipalSource, Scope
+from credbroker.domain import (
+    Access,
+    AccessKey,
+    BreakerState,
+    Principal,
+    PrincipalSource,
+    Scope,
+    SecretVersion,
+)
 from credbroker.errors import ConfigError, CredbrokerError
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
@@ -49,6 +62,7 @@ from credbroker.objectstore.tls import TlsPolicy
 from credbroker.observability import Metrics
 from credbroker.parent_key import ParentKeySource
 from credbroker.ports import (
+    ActorDirectory,
     AuditSink,
     CallerAuth,
     Issuer,
@@ -56,6 +70,7 @@ from credbroker.ports import (
     PrincipalStore,
     SecretStore,
     StateStore,
+    TokenCheck,
 )
 from credbroker.rotation.model import Checkpoint, ManagedKey, RetryPolicy
 from credbroker.rotation.rotate import Rotator
@@ -153,6 +168,8 @@ def _build_store(settings: Settings, metrics: Metrics | None = None) -> SecretSt
         )
     if isinstance(config, VaultStoreConfig):
         return _build_vault(config)
+    if isinstance(config, CyberArkCcpStoreConfig):
+        return _build_cyberark_ccp(config, settings.object_store.credentials_path)
     raise AssertionError(f"unknown secret store {config!r}")
 
 
@@ -182,6 +199,30 @@ def _build_vault(config: VaultStoreConfig) -> SecretStore:
     )
 
 
+def _build_cyberark_ccp(config: CyberArkCcpStoreConfig, check_path: str) -> SecretStore:
+    """CyberArk CCP, read-only; `check` reads the object store's key (check_path)."""
+    from credbroker.secrets.cyberark import CcpAccount, CyberArkCcpStore
+
+    return CyberArkCcpStore(
+        config.url,
+        app_id=config.app_id,
+        accounts={
+            path: CcpAccount(query=account.query(), fields=dict(account.fields))
+            for path, account in config.accounts.items()
+        },
+        check_path=check_path,
+        service_path=config.service_path,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        verify=config.verify_tls,
+        ca_file=config.ca_file,
+        reason=config.reason,
+        connection_timeout_seconds=config.connection_timeout_seconds,
+        fail_request_on_password_change=config.fail_request_on_password_change,
+        timeout_seconds=config.timeout_seconds,
+    )
+
+
 def object_store_tls(settings: Settings) -> TlsPolicy:
     config = settings.object_store
     return TlsPolicy(config.verify_tls, str(config.ca_file) if config.ca_file else None)
@@ -199,8 +240,45 @@ def build_issuer(settings: Settings) -> Issuer:
     )
 
 
-def build_caller_auth(settings: Settings) -> CallerAuth:
+def _outbound_tls(verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """The identity provider's and Confluence's TLS, pinned like Vault's and the object
+    store's: a ca_file is trusted alone (and turns verification on), else certifi's bundle."""
+    return TlsPolicy(verify or ca_file is not None, str(ca_file) if ca_file else None).for_aiohttp()
+
+
+def build_token_check(settings: Settings) -> TokenCheck:
     return TokenAuth((c.token_sha256, c.to_client()) for c in settings.clients)
+
+
+def build_oidc(settings: Settings) -> OidcAuth | None:
+    config = settings.oidc
+    if config is None:
+        return None
+    return OidcAuth(
+        OidcSettings(
+            issuer=config.issuer,
+            jwks_url=config.jwks_url,
+            audience=config.audience,
+            algorithms=frozenset(config.algorithms),
+            claim=config.claim,
+            name_claim=config.name_claim,
+            mappings=[
+                ClaimMapping(
+                    value=m.value,
+                    roles=frozenset(m.roles),
+                    spaces=frozenset(m.spaces),
+                    max_access=m.max_access,
+                    max_ttl_seconds=m.max_ttl_seconds,
+                )
+                for m in config.mappings
+            ],
+            leeway_seconds=config.clock_skew_seconds,
+            min_refresh_seconds=config.jwks_min_refresh_seconds,
+            cache_seconds=config.jwks_cache_seconds,
+            timeout_seconds=config.timeout_seconds,
+            ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        )
+    )
 
 
 def build_audit(
@@ -241,6 +319,52 @@ def build_audit(
             metrics=metrics,
             chained=config.chain,
         )
+    )
+
+
+def build_certificate_auth(settings: Settings) -> CertificateAuth | None:
+    tls = settings.server.tls
+    if tls is None or not tls.client_certificates:
+        return None
+    clients = {c.id: c.to_client() for c in settings.clients}
+    rules = []
+    for rule in tls.client_certificates:
+        field, value = rule.match()
+        rules.append(CertificateRule(field=field, value=value, client=clients[rule.client]))
+    return CertificateAuth(rules)
+
+
+def build_caller_auth(settings: Settings, tokens: TokenCheck | None = None) -> CallerAuthChain:
+    """Static tokens (`tokens`, or the configured clients' hashes), OIDC JWTs when `oidc:` is
+    set, client certificates when server.tls maps them."""
+    return CallerAuthChain(
+        tokens if tokens is not None else build_token_check(settings),
+        oidc=build_oidc(settings),
+        certificates=build_certificate_auth(settings),
+    )
+
+
+def build_actor_directory(settings: Settings, store: SecretStore) -> ActorDirectory | None:
+    """Confluence, asked whether a rule's actor may view or edit a space (None without a
+    `confluence:` section). Its credentials are read from the secret store at call time."""
+    config = settings.confluence
+    if config is None:
+        return None
+    from credbroker.confluence.cloud import ConfluenceCloudDirectory
+
+    path = config.credentials_path
+
+    async def credentials() -> SecretVersion:
+        return await store.read(path)
+
+    return ConfluenceCloudDirectory(
+        url=config.url,
+        credentials=credentials,
+        auth=config.auth,
+        ssl=_outbound_tls(config.verify_tls, config.ca_file),
+        timeout_seconds=config.timeout_seconds,
+        cache_seconds=config.cache_seconds,
+        max_retry_after_seconds=config.max_retry_after_seconds,
     )
 
 
@@ -740,6 +864,9 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         control = await stack.enter_async_context(control_plane(settings, audit, metrics))
         readiness = build_readiness(settings, store, issuer, fallback, control)
         stack.push_async_callback(readiness.close)
+        actors = build_actor_directory(settings, store)
+        if actors is not None:
+            stack.push_async_callback(actors.close)
         broker = Broker(
             spaces=settings.spaces,
             ttl=settings.object_store.ttl,
@@ -750,8 +877,11 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             flavor=settings.object_store.flavor,
             fallback=fallback,
             freezes=control,
+            actors=actors,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
+        caller_auth = build_caller_auth(settings, LiveTokenAuth(control))
+        stack.push_async_callback(caller_auth.close)
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
         if settings.rotation.credentials:
@@ -770,7 +900,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
         yield Runtime(
-            caller_auth=LiveTokenAuth(control),
+            caller_auth=caller_auth,
             audit=audit,
             broker=broker,
             secret_store=store,

@@ -1,7 +1,8 @@
 """A real broker (embedded store, real RGW) driven through aiohttp's test client.
 
 start_broker(..., vault=VaultDouble) runs the same broker on Vault KV v2 (the double) instead,
-with the service keys and the read-only identity's keys seeded there.
+with the service keys and the read-only identity's keys seeded there; ccp=CcpDouble on CyberArk
+CCP (the double over mTLS), the same keys as CyberArk accounts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from credbroker.secrets.sealing import load_key, new_key
 from credbroker.secrets.vault import VaultKV2Store
 from credbroker.web.app import create_app
 from support.rgw_server import RgwServer, create_bucket
+from tests.doubles.cyberark_ccp import CcpDouble
 from tests.doubles.vault import VaultDouble
+from tests.integration import ccp_settings
 
 MAIN_BUCKET = "cb-main"
 OTHER_BUCKET = "cb-other"
@@ -167,6 +170,7 @@ async def start_broker(
     /,  # positional-only: a `state=` override (the rotation state store) goes to **overrides
     *,
     vault: VaultDouble | None = None,
+    ccp: CcpDouble | None = None,
     admin_clients: Sequence[str] = (),
     seed: Mapping[str, Mapping[str, str]] | None = None,
     **overrides: Any,
@@ -182,9 +186,23 @@ async def start_broker(
     ]
     if vault is not None:
         overrides.setdefault("secret_store", vault_store_config(vault, state))
+    if ccp is not None:  # CyberArk owns the keys: seeded in the double, read-only for us
+        ccp_settings.seed(ccp, rgw)
+        overrides.setdefault(
+            "secret_store",
+            ccp_settings.ccp_store_config(
+                ccp,
+                {
+                    SERVICE_PATH: ccp_settings.SERVICE_OBJECT,
+                    READ_ONLY_PATH: ccp_settings.READ_ONLY_OBJECT,
+                },
+            ),
+        )
     settings = broker_settings(rgw, state, hashes, extra_clients=extra, **overrides)
     store: SecretStore
-    if vault is None:
+    if ccp is not None:
+        store = ccp_settings.ccp_store(ccp, overrides["secret_store"], SERVICE_PATH)
+    elif vault is None:
         store = EmbeddedSecretStore(state / "secrets.sealed", load_key(key_file=state / "seal.key"))
         await store.write(
             SERVICE_PATH,
@@ -213,5 +231,5 @@ async def start_broker(
         yield Harness(client, rgw, settings, store, tokens, state / "audit.jsonl")
     finally:
         await client.close()
-        if vault is not None:
+        if vault is not None or ccp is not None:
             await store.close()

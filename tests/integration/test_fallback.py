@@ -1,9 +1,11 @@
 """The vault goes away; reads keep working read-only, writes get 503, and it all heals by itself.
 
-A real broker on Vault KV v2 (the Vault double) and the real Ceph RGW. The read-only identity is
-the RGW's `credbroker-ro` user, whose role `credbroker-read` allows only reads, so no session
-policy can make its keys write. Every vended key is used against RGW: denials are observed.
-Numbers are printed (pytest -s shows them) and asserted against the configured limits.
+A real broker on each secret store that can go away, Vault KV v2 (the Vault double) and
+CyberArk CCP (the CCP double over mTLS), and the real Ceph RGW: every test runs on both. The
+read-only identity is the RGW's `credbroker-ro` user, whose role `credbroker-read` allows only
+reads, so no session policy can make its keys write. Every vended key is used against RGW:
+denials are observed. Numbers are printed (pytest -s shows them) and asserted against the
+configured limits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 
 from credbroker.secrets.sealing import load_key, new_key, unseal
 from support.rgw_server import RgwServer
+from tests.doubles.cyberark_ccp import CcpDouble, Pki
 from tests.doubles.vault import VaultDouble
 from tests.integration.conftest import (
     MAIN_BUCKET,
@@ -70,19 +73,70 @@ def fallback_config(rgw: RgwServer, state: Path, **options: Any) -> dict[str, An
     }
 
 
+@dataclass
+class Upstream:
+    """The secret store's server, one of two doubles, driven the same way: stopped
+    (connection refused), hanging, answering 5xx (Vault sealed: 503; CCP: IIS's 500), and
+    refusing the broker (Vault: token revoked; CCP: the AppID no longer accepts its client
+    certificate, 403 APPAP306E)."""
+
+    kind: str
+    double: VaultDouble | CcpDouble
+
+    async def stop(self) -> None:
+        await self.double.stop()
+
+    async def start(self) -> None:
+        await self.double.start()
+
+    def hang(self, seconds: float) -> None:
+        self.double.hang(seconds)
+
+    def answer_5xx(self, failing: bool) -> None:
+        if isinstance(self.double, VaultDouble):
+            if failing:
+                self.double.seal()
+            else:
+                self.double.unseal()
+        else:
+            self.double.fail_all(500 if failing else None)
+
+    def refuse_the_broker(self) -> None:
+        if isinstance(self.double, VaultDouble):
+            self.double.revoke(VAULT_TOKEN)
+        else:
+            # The AppID now accepts another certificate only (re-issued, rotated, ...).
+            self.double.applications["credbroker"].certificates = {"0" * 64}
+
+    @property
+    def logged_as(self) -> tuple[str, ...]:
+        """How a failed read is logged: by the adapter, or (a CCP call cut short by the
+        wrapper's deadline before its own timeout) by the resilient wrapper."""
+        if self.kind == "vault":
+            return ("vault read of",)
+        return ("cyberark-ccp read of", "secret store read of")
+
+
 def start(
-    rgw: RgwServer, state: Path, vault: VaultDouble, **fallback: Any
+    rgw: RgwServer, state: Path, upstream: Upstream, **fallback: Any
 ) -> AsyncGenerator[Harness, None]:
-    """start_broker on the Vault double, with the resilience and fallback settings above."""
-    return start_broker(
-        rgw,
-        state,
-        vault=vault,
-        # Per HTTP request inside hvac; the wrapper's 1 s deadline over the whole call is shorter.
-        secret_store=vault_store_config(vault, state, timeout_seconds=3),
-        secret_store_resilience=RESILIENCE,
-        fallback=fallback_config(rgw, state, **fallback),
-    )
+    """start_broker on the double, with the resilience and fallback settings above."""
+    options: dict[str, Any] = {
+        "secret_store_resilience": RESILIENCE,
+        "fallback": fallback_config(rgw, state, **fallback),
+    }
+    if isinstance(upstream.double, VaultDouble):
+        # Per HTTP request inside hvac; the wrapper's 1 s deadline over the whole call is
+        # shorter.
+        vault = upstream.double
+        return start_broker(
+            rgw,
+            state,
+            vault=vault,
+            secret_store=vault_store_config(vault, state, timeout_seconds=3),
+            **options,
+        )
+    return start_broker(rgw, state, ccp=upstream.double, **options)
 
 
 async def wait_for(predicate: Callable[[], bool], *, seconds: float, what: str) -> None:
@@ -107,18 +161,22 @@ def seeded(rgw: RgwServer, buckets: tuple[str, str]) -> Iterator[None]:
             admin.delete_object(Bucket=MAIN_BUCKET, Key=item["Key"])
 
 
-@pytest.fixture
-async def vault() -> AsyncIterator[VaultDouble]:
-    async with VaultDouble() as double:
-        yield double
+@pytest.fixture(params=["vault", "ccp"])
+async def upstream(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Upstream]:
+    if request.param == "vault":
+        async with VaultDouble() as vault:
+            yield Upstream("vault", vault)
+    else:
+        async with CcpDouble(Pki(tmp_path / "pki")) as ccp:
+            yield Upstream("ccp", ccp)
 
 
 @pytest.fixture
 async def broker(
-    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, vault: VaultDouble
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, upstream: Upstream
 ) -> AsyncIterator[Harness]:
-    """Overrides conftest's embedded-store broker: this one runs on the Vault double."""
-    async for harness in start(rgw, tmp_path, vault):
+    """Overrides conftest's embedded-store broker: this one runs on the upstream's double."""
+    async for harness in start(rgw, tmp_path, upstream):
         # The background refresh has sealed the read-only key once before anything breaks.
         await wait_for(
             (tmp_path / "fallback.sealed").exists, seconds=5, what="first fallback refresh"
@@ -189,50 +247,50 @@ def put_object_error(harness: Harness, vended: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class Outage:
     name: str
-    begin: Callable[[VaultDouble], Awaitable[None]]
-    end: Callable[[VaultDouble], Awaitable[None]]
+    begin: Callable[[Upstream], Awaitable[None]]
+    end: Callable[[Upstream], Awaitable[None]]
 
 
-async def _stop(vault: VaultDouble) -> None:
-    await vault.stop()
+async def _stop(upstream: Upstream) -> None:
+    await upstream.stop()
 
 
-async def _start(vault: VaultDouble) -> None:
-    await vault.start()
+async def _start(upstream: Upstream) -> None:
+    await upstream.start()
 
 
-async def _seal(vault: VaultDouble) -> None:
-    vault.seal()
+async def _fail(upstream: Upstream) -> None:
+    upstream.answer_5xx(True)
 
 
-async def _unseal(vault: VaultDouble) -> None:
-    vault.unseal()
+async def _heal(upstream: Upstream) -> None:
+    upstream.answer_5xx(False)
 
 
-async def _hang(vault: VaultDouble) -> None:
-    vault.hang(30)  # far past the 1 s deadline
+async def _hang(upstream: Upstream) -> None:
+    upstream.hang(30)  # far past the 1 s deadline
 
 
-async def _answer(vault: VaultDouble) -> None:
-    vault.hang(0)
+async def _answer(upstream: Upstream) -> None:
+    upstream.hang(0)
 
 
 OUTAGES = [
     Outage("stopped", _stop, _start),
-    Outage("sealed-503", _seal, _unseal),
+    Outage("sealed-503-or-500", _fail, _heal),
     Outage("hanging", _hang, _answer),
 ]
 
 
 @pytest.mark.parametrize("outage", OUTAGES, ids=[o.name for o in OUTAGES])
 async def test_an_outage_serves_reads_read_only_refuses_writes_and_heals_by_itself(
-    broker: Harness, vault: VaultDouble, outage: Outage, caplog: pytest.LogCaptureFixture
+    broker: Harness, upstream: Upstream, outage: Outage, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     before = await call(broker, "write")
     assert (before.status, before.body["mode"]) == (201, "normal"), before.body
 
-    await outage.begin(vault)
+    await outage.begin(upstream)
     outcomes: list[Outcome] = []
     kinds = ["read", "write", "presign-get", "presign-put", "read"]
     for _ in range(3):  # sequential rounds; the first ones meet a closed breaker
@@ -276,7 +334,7 @@ async def test_an_outage_serves_reads_read_only_refuses_writes_and_heals_by_itse
     assert await breaker_state(broker) in ("open", "half_open")
 
     # The vault answers again: writes resume within one breaker interval, without a restart.
-    await outage.end(vault)
+    await outage.end(upstream)
     back = time.monotonic()
     while (resumed := await call(broker, "write")).status != 201:
         assert resumed.body["error"]["code"] == "vault_unavailable"
@@ -318,7 +376,8 @@ async def test_an_outage_serves_reads_read_only_refuses_writes_and_heals_by_itse
     errors = json.dumps([o.body for o in outcomes if o.status != 201])
     # botocore is left out: this test's own S3 clients log their signed headers at DEBUG.
     logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("botocore"))
-    assert "vault read of" in logs  # the outage itself was logged, by status and path only
+    # The outage itself was logged, by status and path only.
+    assert any(logged in logs for logged in upstream.logged_as)
     for secret in secrets:
         assert secret not in logs
         assert secret not in audit
@@ -333,9 +392,9 @@ async def test_an_outage_serves_reads_read_only_refuses_writes_and_heals_by_itse
 
 
 async def test_healthz_stays_fast_while_vends_wait_on_a_hanging_vault(
-    broker: Harness, vault: VaultDouble
+    broker: Harness, upstream: Upstream
 ) -> None:
-    vault.hang(30)
+    upstream.hang(30)
     vends = [asyncio.create_task(call(broker, kind)) for kind in ("read", "write") * 3]
     await asyncio.sleep(0.1)
     assert not any(task.done() for task in vends)  # they are waiting on the vault
@@ -358,7 +417,7 @@ async def test_healthz_stays_fast_while_vends_wait_on_a_hanging_vault(
 
 
 async def test_the_read_only_key_cannot_write_even_under_a_write_policy(
-    broker: Harness, vault: VaultDouble, monkeypatch: pytest.MonkeyPatch
+    broker: Harness, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defence in depth: even if a bug built a write policy for a read, the fallback identity's
     own role (reads only) stops it. The same sabotage with the service key does write."""
@@ -374,16 +433,16 @@ async def test_the_read_only_key_cannot_write_even_under_a_write_policy(
     assert normal["mode"] == "normal"
     broker.s3_for(normal).put_object(Bucket=MAIN_BUCKET, Key="ENG/fallback/ok.txt", Body=b"x")
 
-    await vault.stop()
+    await upstream.stop()
     degraded = (await call(broker, "read")).body
     assert degraded["mode"] == "read-only"
     assert put_object_error(broker, degraded) == "AccessDenied"
 
 
 async def test_vault_permission_denied_is_a_config_error_and_never_falls_back(
-    broker: Harness, vault: VaultDouble, caplog: pytest.LogCaptureFixture
+    broker: Harness, upstream: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    vault.revoke(VAULT_TOKEN)
+    upstream.refuse_the_broker()
     for kind in ("read", "write", "read", "presign-get"):
         outcome = await call(broker, kind)
         assert outcome.status == 502, outcome.body
@@ -397,15 +456,15 @@ async def test_vault_permission_denied_is_a_config_error_and_never_falls_back(
 
 
 async def test_a_broker_restarted_during_the_outage_serves_reads_from_the_sealed_cache(
-    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, vault: VaultDouble
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, upstream: Upstream
 ) -> None:
     max_staleness = 5.0
     cache = tmp_path / "fallback.sealed"
 
-    first = start(rgw, tmp_path, vault, max_staleness_seconds=max_staleness)
+    first = start(rgw, tmp_path, upstream, max_staleness_seconds=max_staleness)
     harness = await anext(first)
     await wait_for(cache.exists, seconds=5, what="first fallback refresh")
-    await vault.stop()
+    await upstream.stop()
     await first.aclose()
 
     # The sealed file holds no key in plain text: grep finds neither the id nor the secret.
@@ -418,7 +477,7 @@ async def test_a_broker_restarted_during_the_outage_serves_reads_from_the_sealed
     sealed = json.loads(unseal(key, cache.read_bytes(), purpose="read-only-fallback"))
     fetched_at = datetime.fromisoformat(sealed["fetched_at"]).timestamp()
 
-    second = start(rgw, tmp_path, vault, max_staleness_seconds=max_staleness)
+    second = start(rgw, tmp_path, upstream, max_staleness_seconds=max_staleness)
     harness = await anext(second)  # starts, with the vault down, without waiting for it
     try:
         read = await call(harness, "read")

@@ -36,6 +36,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker import wiring
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.config import Settings
 from credbroker.domain import Access, AccessKey, Client, Flavor, Role, RotationPhase, Scope
@@ -489,7 +490,9 @@ async def admin_api(rotator: Rotator) -> AsyncIterator[TestClient[web.Request, w
     app[METRICS] = Metrics()
     ops = Client("ops", frozenset(), Access.READ, 900, roles=frozenset({Role.ADMIN}))
     auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
-    app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=rotator))
+    app[RUNTIME] = cast(
+        Runtime, SimpleNamespace(caller_auth=CallerAuthChain(auth), rotator=rotator)
+    )
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client

@@ -17,7 +17,7 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit")
+ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit", "confluence")
 CENTRE = (
     "domain",
     "errors",
@@ -30,6 +30,7 @@ CENTRE = (
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
+    "rotation.owned",
     "rotation.schedule",
     "compliance.model",
     "compliance.check",

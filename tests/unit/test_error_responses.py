@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from credbroker.audit.context import RequestAudit
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.domain import Access, Client
 from credbroker.errors import InvalidRequest
@@ -76,7 +77,9 @@ async def client() -> AsyncIterator[Served]:
     clients = [(hashlib.sha256(TOKEN.encode()).hexdigest(), ALICE)]
     app[RUNTIME] = cast(
         Runtime,
-        SimpleNamespace(caller_auth=TokenAuth(clients), broker=_Unreached(), audit=AUDIT),
+        SimpleNamespace(
+            caller_auth=CallerAuthChain(TokenAuth(clients)), broker=_Unreached(), audit=AUDIT
+        ),
     )
     app.router.add_post("/v1/credentials", handlers.create_credentials)
     app.router.add_post("/v1/presign", handlers.create_presigned_url)

@@ -16,10 +16,11 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.cli import main
 from credbroker.config import LimitsConfig
-from credbroker.domain import Access, Client
+from credbroker.domain import Access, CallerProof, Client
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
 from credbroker.observability import Metrics
 from credbroker.web import handlers, server
@@ -55,9 +56,11 @@ def client_named(who: str) -> Client:
 
 
 async def serve(limits: Limits, route: Held) -> AsyncIterator[TestClient[Any, Any]]:
-    auth = TokenAuth(
-        (hashlib.sha256(token.encode()).hexdigest(), client_named(who))
-        for who, token in TOKENS.items()
+    auth = CallerAuthChain(
+        TokenAuth(
+            (hashlib.sha256(token.encode()).hexdigest(), client_named(who))
+            for who, token in TOKENS.items()
+        )
     )
     app = web.Application(middlewares=[error_middleware, limits_middleware])
     app[METRICS] = Metrics()
@@ -241,11 +244,11 @@ async def test_first_headers_that_never_end_are_cut_off_and_complete_ones_are_se
 
 class _CountingAuth:
     def __init__(self, inner: TokenAuth) -> None:
-        self.inner, self.calls = inner, 0
+        self.inner, self.calls = CallerAuthChain(inner), 0
 
-    def authenticate(self, authorization: str | None) -> Client:
+    async def authenticate(self, proof: CallerProof) -> Client:
         self.calls += 1
-        return self.inner.authenticate(authorization)
+        return await self.inner.authenticate(proof)
 
 
 async def test_a_vend_checks_its_token_once() -> None:
@@ -259,7 +262,7 @@ async def test_a_vend_checks_its_token_once() -> None:
     seen: list[str] = []
 
     async def vend(request: web.Request) -> web.Response:
-        seen.append(handlers._client(request).id)
+        seen.append((await handlers._client(request)).id)
         return web.json_response({"ok": True}, status=201)
 
     app = web.Application(middlewares=[error_middleware, limits_middleware])

@@ -17,7 +17,7 @@ from credbroker.config import load_settings
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 # Files that must exist, and whose client token hashes must stay obviously fake.
-EXAMPLES = ("credbroker.example.yaml", "credbroker.embedded.yaml")
+EXAMPLES = ("credbroker.example.yaml", "credbroker.embedded.yaml", "credbroker.cyberark.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +53,17 @@ def test_example_token_hashes_are_placeholders(name: str) -> None:
     for client in settings.clients:
         # One repeated hex digit: nobody mistakes it for a real token's hash.
         assert len(set(client.token_sha256)) == 1, client.id
+
+
+def test_the_production_example_serves_https_and_checks_identities(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = CONFIG_DIR / "credbroker.example.yaml"
+    settings = load_settings(path)
+    assert settings.server.tls is not None and settings.server.tls.min_version == "1.2"
+    assert settings.oidc is not None and "HS256" not in settings.oidc.algorithms
+    assert any(space.actor_check == "confluence" for space in settings.spaces.values())
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "https: TLS 1.2+" in out and "oidc: https://" in out
+    assert "actor checked in LEGAL" in out

@@ -44,7 +44,7 @@ The store's current key is never deleted, and nothing is deleted unless that key
 user's keys (a wrong `user` in the config would otherwise delete someone else's keys). A failed
 run leaves the old key in service, is logged and counted, and is retried with exponential
 backoff; the due time lives in the state store, so a restart neither skips nor repeats a run.
-A store the broker cannot write (`writable` False; none ships yet) is never rotated: its owner
+A store the broker cannot write (`writable` False: CyberArk CCP) is never rotated: its owner
 rotates, and the broker only notices.
 """
 

@@ -34,12 +34,13 @@ from credbroker.errors import (
 )
 from credbroker.rotation.model import Outcome, RunResult
 from credbroker.rotation.rotate import Rotator
+from credbroker.web import callers
 from credbroker.web.appkeys import RUNTIME
 from credbroker.web.schemas import RotationOutcome
 
 
-def _admin(request: web.Request) -> Client:
-    client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+async def _admin(request: web.Request) -> Client:
+    client = await callers.authenticate(request)
     audit_context.CLIENT.set(client.id)  # the rotation records name who forced it
     if not client.admin:
         raise NotAllowed(f"client {client.id} is not an admin", code="admin_required")
@@ -47,14 +48,21 @@ def _admin(request: web.Request) -> Client:
 
 
 def _rotator(request: web.Request) -> Rotator:
-    rotator = request.app[RUNTIME].rotator
+    runtime = request.app[RUNTIME]
+    rotator = runtime.rotator
+    if rotator is None and not runtime.secret_store.writable:
+        raise SecretStoreReadOnly(
+            f"the secret store ({runtime.secret_store.kind}) is read-only: its owner rotates the "
+            "broker's keys (CyberArk: the CPM) and the broker follows; `credbroker rotation "
+            "status` shows the keys in service"
+        )
     if rotator is None:
         raise web.HTTPNotFound(reason="no rotation is configured")
     return rotator
 
 
 async def list_rotations(request: web.Request) -> web.Response:
-    _admin(request)
+    await _admin(request)
     statuses = await _rotator(request).status()
     return web.json_response(
         {"credentials": [s.as_dict() for s in statuses]}, headers={"Cache-Control": "no-store"}
@@ -62,7 +70,7 @@ async def list_rotations(request: web.Request) -> web.Response:
 
 
 async def rotate(request: web.Request) -> web.Response:
-    _admin(request)
+    await _admin(request)
     rotator = _rotator(request)
     name = request.match_info["name"]
     try:

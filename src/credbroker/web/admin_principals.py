@@ -59,10 +59,10 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete("/v1/admin/freezes/{id}", lift_freeze)
 
 
-def _control(request: web.Request, *query: str) -> tuple[ControlPlane, str]:
+async def _control(request: web.Request, *query: str) -> tuple[ControlPlane, str]:
     """The control plane and the actor ("api:<admin id>"); refuses a non-admin, and any
     query parameter the route does not take (refused, never ignored)."""
-    client = _admin(request)
+    client = await _admin(request)
     unknown = sorted(set(request.query) - set(query))
     if unknown:
         raise InvalidRequest(f"unknown query parameter {unknown[0]!r}"[:200], code="invalid_query")
@@ -79,13 +79,13 @@ def _json(model: type[BaseModel], data: Any, status: int = 200) -> web.Response:
 
 
 async def list_clients(request: web.Request) -> web.Response:
-    control, _ = _control(request)
+    control, _ = await _control(request)
     now = datetime.now(UTC)
     return _json(ClientList, {"clients": [v.as_dict(now) for v in await control.clients()]})
 
 
 async def add_client(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     body = await _parse(request, ClientBody)
     await control.add_client(
         actor,
@@ -102,13 +102,13 @@ async def add_client(request: web.Request) -> web.Response:
 
 
 async def show_client(request: web.Request) -> web.Response:
-    control, _ = _control(request)
+    control, _ = await _control(request)
     view = await control.client(request.match_info["id"])
     return _json(ClientView, view.as_dict(datetime.now(UTC)))
 
 
 async def set_client(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     client_id = request.match_info["id"]
     body = await _parse(request, ClientPatch)
     await control.set_client(
@@ -128,7 +128,7 @@ async def set_client(request: web.Request) -> web.Response:
 
 
 async def revoke_client(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     client_id = request.match_info["id"]
     await control.revoke_client(actor, client_id)
     view = await control.client(client_id)
@@ -136,7 +136,7 @@ async def revoke_client(request: web.Request) -> web.Response:
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     client_id = request.match_info["id"]
     body = await _parse(request, TokenBody) if request.body_exists else TokenBody()
     token, record = await control.issue_token(actor, client_id, expires_at=_expiry(body))
@@ -150,7 +150,7 @@ async def issue_token(request: web.Request) -> web.Response:
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     client_id = request.match_info["id"]
     await control.revoke_token(actor, client_id, request.match_info["token_id"])
     view = await control.client(client_id)
@@ -158,14 +158,14 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 async def list_freezes(request: web.Request) -> web.Response:
-    control, _ = _control(request, "all")
+    control, _ = await _control(request, "all")
     every = _flag(request, "all")
     freezes = await control.freezes(active_only=not every)
     return _json(FreezeList, {"freezes": [freeze_dict(f) for f in freezes]})
 
 
 async def add_freeze(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     body = await _parse(request, FreezeBody)
     freeze = await control.freeze(
         actor, reason=body.reason, space=body.space, client_id=body.client
@@ -174,7 +174,7 @@ async def add_freeze(request: web.Request) -> web.Response:
 
 
 async def lift_freeze(request: web.Request) -> web.Response:
-    control, actor = _control(request)
+    control, actor = await _control(request)
     (lifted,) = await control.unfreeze(actor, freeze_id=request.match_info["id"])
     return _json(FreezeView, freeze_dict(lifted))
 

@@ -14,7 +14,7 @@ from credbroker.audit import context as audit_context
 from credbroker.domain import Access, Client, utc_text
 from credbroker.errors import InvalidRequest
 from credbroker.vend import PresignRequest, VendRequest
-from credbroker.web import openapi
+from credbroker.web import callers, openapi
 from credbroker.web.appkeys import CLIENT, METRICS, RUNTIME
 from credbroker.web.errors import ClientGone
 from credbroker.web.schemas import (
@@ -29,11 +29,10 @@ from credbroker.web.schemas import (
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def _client(request: web.Request) -> Client:
+async def _client(request: web.Request) -> Client:
     client = request.get(CLIENT)  # the rate limiter checked the token already
     if client is None:
-        auth = request.app[RUNTIME].caller_auth
-        client = auth.authenticate(request.headers.get("Authorization"))
+        client = await callers.authenticate(request)
     audit_context.CLIENT.set(client.id)  # later audit records of this request name it
     return client
 
@@ -64,7 +63,7 @@ async def _parse(request: web.Request, model: type[Body]) -> Body:
 
 
 async def create_credentials(request: web.Request) -> web.Response:
-    client = _client(request)
+    client = await _client(request)
     body = await _parse(request, CredentialsBody)
     vended = await request.app[RUNTIME].broker.vend(
         client,
@@ -100,7 +99,7 @@ async def create_credentials(request: web.Request) -> web.Response:
 
 
 async def create_presigned_url(request: web.Request) -> web.Response:
-    client = _client(request)
+    client = await _client(request)
     body = await _parse(request, PresignBody)
     presigned = await request.app[RUNTIME].broker.presign(
         client,

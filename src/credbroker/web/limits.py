@@ -23,6 +23,7 @@ from credbroker.errors import Overloaded, RateLimited, RequestTimeout
 from credbroker.limits import Limits
 from credbroker.observability import Metrics
 from credbroker.ports import RateLimiter
+from credbroker.web import callers
 from credbroker.web.appkeys import CLIENT, METRICS, RUNTIME
 
 LIMITED_ROUTES = frozenset({"/v1/credentials", "/v1/presign"})
@@ -37,7 +38,7 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         request.method == "POST" and resource is not None and (resource.canonical in LIMITED_ROUTES)
     )
     if limited:
-        _check_rate(request, limits.rate, metrics)
+        await _check_rate(request, limits.rate, metrics)
     if request.body_exists:
         await _read_body(request, limits.body_timeout_seconds)
     if not limited:
@@ -56,9 +57,9 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         metrics.in_flight.set(limits.in_flight.current)
 
 
-def _check_rate(request: web.Request, rate: RateLimiter, metrics: Metrics) -> None:
+async def _check_rate(request: web.Request, rate: RateLimiter, metrics: Metrics) -> None:
     try:
-        client = request.app[RUNTIME].caller_auth.authenticate(request.headers.get("Authorization"))
+        client = await callers.authenticate(request)
     except Exception:  # only picks the bucket: the handler authenticates and answers
         return
     audit_context.CLIENT.set(client.id)  # a 429's audit record names who was limited

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from credbroker import cli, wiring
+from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.tokens import TokenAuth
 from credbroker.cli import _describe
 from credbroker.domain import (
@@ -958,7 +959,9 @@ async def admin_api(world: World) -> AsyncIterator[TestClient[web.Request, web.A
     app[METRICS] = Metrics()
     ops = Client("ops", frozenset(), Access.READ, 900, roles=frozenset({Role.ADMIN}))
     auth = TokenAuth([(hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(), ops)])
-    app[RUNTIME] = cast(Runtime, SimpleNamespace(caller_auth=auth, rotator=world.rotator()))
+    app[RUNTIME] = cast(
+        Runtime, SimpleNamespace(caller_auth=CallerAuthChain(auth), rotator=world.rotator())
+    )
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client

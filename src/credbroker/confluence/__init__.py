@@ -1,0 +1,1 @@
+"""Confluence: asked whether the account that triggered a rule may view or edit a space."""
