@@ -46,6 +46,16 @@ def _loops(text: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _workers(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("e.g. 1 or 1,2") from None
+    if not values or any(not 1 <= v <= 16 for v in values):
+        raise argparse.ArgumentTypeError("worker counts 1..16, e.g. 1,2")
+    return list(dict.fromkeys(values))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="vend_bench",
@@ -71,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="event loop(s) of the broker process: asyncio (default), uvloop, or both",
     )
     p.add_argument(
+        "--broker-workers",
+        type=_workers,
+        default=[1],
+        help="`serve --workers N` of the broker: 1 (default), or e.g. 1,2 for both",
+    )
+    p.add_argument(
         "--profile-broker",
         type=Path,
         metavar="FILE",
@@ -89,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--requests must be 1..100000 and --warmup 0..100000")
     if not 1 <= args.rounds <= 20 or not 1 <= args.profile_requests <= 100_000:
         p.error("--rounds must be 1..20 and --profile-requests 1..100000")
+    if "uvloop" in args.broker_loop and args.broker_workers != [1]:
+        p.error("--broker-loop uvloop runs one process (its workers would start on asyncio)")
     if "uvloop" in args.broker_loop and importlib.util.find_spec("uvloop") is None:
         p.error("--broker-loop uvloop: uvloop is not installed in this Python")
     return args
@@ -135,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
 
             config_path, token = seed(server, state)
             brokers: list[Broker] = []
-            for loop in args.broker_loop:
+            for loop, workers in [(lp, w) for lp in args.broker_loop for w in args.broker_workers]:
                 label = "broker" if args.broker_loop == ["asyncio"] else f"broker ({loop})"
-                broker = start_broker(state, config_path, loop, label)
+                if args.broker_workers != [1]:
+                    label += f" x{workers}"
+                broker = start_broker(state, config_path, loop, label, workers)
                 stack.callback(stop_process, broker.proc)
                 brokers.append(broker)
             for broker in brokers:

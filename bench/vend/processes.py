@@ -34,6 +34,21 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def status_kib(pid: int, key: str) -> int | None:
     """A kB figure of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
     try:
@@ -84,10 +99,20 @@ class Broker:
     log_path: Path
     rss_before_kib: int | None = None
     rss_after_kib: int | None = None
+    workers: int = 1
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The processes that serve: the broker itself, or with --workers its workers."""
+        return [self.pid] if self.workers == 1 else children(self.pid)
+
+    def kib(self, key: str) -> int | None:
+        """VmRSS or VmHWM summed over the serving processes."""
+        values = [status_kib(pid, key) for pid in self.pids()]
+        return None if not values or None in values else sum(v for v in values if v)
 
     @property
     def url(self) -> str:
@@ -106,7 +131,7 @@ _UVLOOP_LAUNCHER = (
 )
 
 
-def start_broker(state: Path, config: Path, loop: str, label: str) -> Broker:
+def start_broker(state: Path, config: Path, loop: str, label: str, workers: int = 1) -> Broker:
     port = free_port()
     if loop == "asyncio":
         exe = Path(sys.executable).parent / "credbroker"
@@ -116,7 +141,8 @@ def start_broker(state: Path, config: Path, loop: str, label: str) -> Broker:
     else:
         raise SystemExit(f"unknown --broker-loop {loop!r} (asyncio or uvloop)")
     argv += ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    log_path = state / f"broker-{loop}.log"
+    argv += ["--workers", str(workers)]
+    log_path = state / f"broker-{loop}-{workers}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             argv,
@@ -126,7 +152,7 @@ def start_broker(state: Path, config: Path, loop: str, label: str) -> Broker:
             cwd=state,
             preexec_fn=_die_with_parent,  # no threads yet at this point
         )
-    return Broker(label, loop, port, proc, log_path)
+    return Broker(label, loop, port, proc, log_path, workers=workers)
 
 
 def wait_healthy(broker: Broker, timeout: float = 30.0) -> None:

@@ -19,6 +19,11 @@ LATENCY_TARGET_MS = 1.0  # broker p50 <= raw p50 + 1.0 ms (sequential, c=1)
 THROUGHPUT_TARGET = 0.7  # broker req/s >= 0.7 x raw req/s at c=32
 LATENCY_TARGET_CONCURRENCY = 1
 THROUGHPUT_TARGET_CONCURRENCY = 32
+# The hot-path targets against the lean baseline (in-process StsIssuer, no HTTP front).
+LEAN_LATENCY_MS = 0.5  # broker p50 <= issuer p50 + 0.5 ms at c=1
+LEAN_THROUGHPUT = 0.8  # broker req/s >= 0.8 x issuer req/s at c=32, one process
+LEAN_P99 = 2.0  # broker p99 <= 2 x issuer p99 at c=32
+WORKERS_SCALING = 1.6  # 2 workers >= 1.6 x one worker's req/s at c=32
 DISTURBED_SHARE = 0.10  # warn when other processes took more of the machine's CPU than this
 KIB_PER_MIB = 1024.0
 
@@ -135,8 +140,9 @@ def report(
             )
         else:
             print(f"  {broker.label:<17} throughput target: not measured (needs c={c})")
+    _lean_targets(brokers, by_key)
     print()
-    print("broker memory (VmRSS of the broker process)")
+    print("broker memory (VmRSS of the broker process, summed over its workers)")
     for broker in brokers:
         before, after = broker.rss_before_kib, broker.rss_after_kib
         growth = f"{(after - before) / KIB_PER_MIB:+.1f} MiB" if before and after else "n/a"
@@ -160,3 +166,56 @@ def report(
                 for line in summarize_profile(profile["file"]):
                     print("  " + line)
     return ok
+
+
+def _lean_targets(brokers: list[Broker], by_key: dict[tuple[str, int], Summary]) -> None:
+    low, high = LATENCY_TARGET_CONCURRENCY, THROUGHPUT_TARGET_CONCURRENCY
+    print()
+    print(f"targets against {ISSUER} (the lean baseline) and RGW's own CPU")
+    for broker in brokers:
+        name = broker.label
+        if (name, low) in by_key:
+            mine, lean = by_key[(name, low)], by_key[(ISSUER, low)]
+            delta = mine.p50 - lean.p50
+            print(
+                f"  {name:<17} p50 at c={low}: {delta:+.2f} ms over the issuer "
+                f"(<= +{LEAN_LATENCY_MS} ms?)  {_verdict(delta <= LEAN_LATENCY_MS)}"
+            )
+        if (name, high) in by_key:
+            mine, lean = by_key[(name, high)], by_key[(ISSUER, high)]
+            ratio = mine.throughput / lean.throughput
+            if broker.workers == 1:
+                print(
+                    f"  {name:<17} throughput at c={high}: x{ratio:.2f} of the issuer "
+                    f"(>= x{LEAN_THROUGHPUT}?)  {_verdict(ratio >= LEAN_THROUGHPUT)}"
+                )
+            p99 = mine.p99 / lean.p99
+            print(
+                f"  {name:<17} p99 at c={high}: x{p99:.2f} of the issuer's "
+                f"(<= x{LEAN_P99}?)  {_verdict(p99 <= LEAN_P99)}"
+            )
+        for c in (low, high):
+            if (name, c) not in by_key:
+                continue
+            cpu = by_key[(name, c)]
+            broker_us, rgw_us = cpu.cpu_us_per_request("broker"), cpu.cpu_us_per_request("rgw")
+            if broker_us is not None and rgw_us is not None:
+                print(
+                    f"  {name:<17} CPU per vend at c={c}: broker {broker_us:,.0f} us, RGW "
+                    f"{rgw_us:,.0f} us (broker <= RGW?)  {_verdict(broker_us <= rgw_us)}"
+                )
+    single = [b for b in brokers if b.workers == 1]
+    for broker in brokers:
+        if broker.workers != 2 or not single or (broker.label, high) not in by_key:
+            continue
+        one = by_key[(single[0].label, high)]
+        ratio = by_key[(broker.label, high)].throughput / one.throughput
+        print(
+            f"  {broker.label:<17} throughput at c={high}: x{ratio:.2f} of one worker "
+            f"(>= x{WORKERS_SCALING}? only where the load generator and RGW have cores of "
+            f"their own)  {_verdict(ratio >= WORKERS_SCALING)}"
+        )
+
+
+def _verdict(met: bool) -> str:
+    return "MET" if met else "MISSED"

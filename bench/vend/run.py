@@ -17,7 +17,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from bench.vend.measurement import Call, Summary, measure
-from bench.vend.processes import Broker, raise_interrupt, rgw_pids, status_kib
+from bench.vend.processes import Broker, raise_interrupt, rgw_pids
 from bench.vend.profile import profile_broker
 from bench.vend.seeding import ACCESS, BUCKET, SPACE, SPACE_PREFIX, TTL_SECONDS
 from credbroker.domain import AccessKey, Flavor, Scope
@@ -136,7 +136,7 @@ async def _run_benchmark(
         await raw_call()
         await issuer_call()
         for broker in brokers:
-            broker.rss_before_kib = status_kib(broker.pid, "VmRSS")
+            broker.rss_before_kib = broker.kib("VmRSS")
             await broker_call(broker.url)()
 
         targets: list[tuple[str, Call, dict[str, list[int]]]] = [
@@ -145,7 +145,7 @@ async def _run_benchmark(
         ]
         for broker in brokers:
             targets.append(
-                (broker.label, broker_call(broker.url), {"broker": [broker.pid], "rgw": rgw})
+                (broker.label, broker_call(broker.url), {"broker": broker.pids(), "rgw": rgw})
             )
         summaries = {
             (name, c): Summary(name, c, []) for c in args.concurrency for name, _, _ in targets
@@ -170,8 +170,8 @@ async def _run_benchmark(
                         file=sys.stderr,
                     )
         for broker in brokers:
-            broker.rss_after_kib = status_kib(broker.pid, "VmRSS")
-            extra[f"hwm:{broker.label}"] = status_kib(broker.pid, "VmHWM")
+            broker.rss_after_kib = broker.kib("VmRSS")
+            extra[f"hwm:{broker.label}"] = broker.kib("VmHWM")
 
         if args.profile_broker:
             extra["profile"] = await profile_broker(

@@ -17,7 +17,7 @@ from typing import Any
 from credbroker import cli_audit, cli_owner_rotated, cli_principals, wiring
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
-from credbroker.errors import CredbrokerError, RotationBusy
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
 from credbroker.policy import MAX_POLICY_CHARS, worst_case_policy_chars
 from credbroker.rotation.model import Outcome, RunResult
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     p.add_argument("--host", help="override server.host")
     p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument(
+        "--workers", type=int, help="override server.workers: broker processes on the port"
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a config file and exit")
@@ -113,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from credbroker.web import server
+    from credbroker.web import workers as workers_module
     from credbroker.web.app import create_app
 
     settings = load_settings(args.config)
@@ -121,6 +125,21 @@ def _serve(args: argparse.Namespace) -> int:
         _log.warning("insecure transport (allow_insecure_transport: true): %s", target)
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            raise ConfigError("--workers must be between 1 and 64")
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"workers": args.workers})}
+        )
+    workers = settings.server.workers
+    if workers > 1 and workers_module.worker_slot() is None:
+        # This process only supervises; the port is held (SO_REUSEPORT, not listening) so that
+        # --port 0 means one free port for all.
+        held, port = workers_module.reserve_port(host, port)
+        with held:
+            command = workers_module.worker_command(str(args.config), host, port, workers)
+            _log.info("starting %d workers on %s:%d", workers, host, port)
+            return workers_module.Supervisor(command, workers).run()
     # Our own listener around aiohttp's runner: a cap on open connections and a deadline for
     # a first request's headers, which run_app lacks (web/server.py).
     server.run(
@@ -129,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         limits=settings.limits,
         tls=settings.server.tls,
+        reuse_port=workers > 1,
     )
     return 0
 

@@ -363,6 +363,9 @@ class ServerConfig(_Model):
     readiness_cache_seconds: float = Field(default=1.0, ge=0.1, le=60)
     # HTTPS (absent: plain HTTP, for loopback behind a TLS-terminating proxy, or dev.sh).
     tls: ServerTlsConfig | None = None
+    # Broker processes on this port (SO_REUSEPORT; web/workers.py); fair-use rates are split
+    # among them.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class LimitsConfig(_Model):

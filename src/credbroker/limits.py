@@ -31,17 +31,23 @@ class TokenBuckets:
         *,
         clock: Callable[[], float] = time.monotonic,
         live: Callable[[str], tuple[float | None, int | None]] | None = None,
+        processes: int = 1,
     ) -> None:
         """`live`: a principal's own (rate_per_second, burst) as the control plane knows it now
-        (None, None: not set there), asked before `per_client` and the default."""
+        (None, None: not set there), asked before `per_client` and the default. `processes`: how
+        many processes share these rates (`serve --workers N`, each counting alone): each grants
+        its 1/N share, so together they never exceed the configured rate."""
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
         self._live = live
+        self._processes = processes
         self._default = default
         self._rates = dict(per_client or {})
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
 
     def try_acquire(self, client_id: str) -> float:
-        rate = self._rate(client_id)
+        rate = self._share(self._rate(client_id))
         now = self._clock()
         tokens, at = self._buckets.get(client_id, (float(rate.burst), now))
         tokens = min(float(rate.burst), tokens + max(0.0, now - at) * rate.per_second)
@@ -59,6 +65,11 @@ class TokenBuckets:
         if per_second is None and burst is None:
             return base
         return Rate(per_second or self._default.per_second, burst or self._default.burst)
+
+    def _share(self, rate: Rate) -> Rate:
+        if self._processes == 1:
+            return rate
+        return Rate(rate.per_second / self._processes, max(1, -(-rate.burst // self._processes)))
 
 
 class InFlightCap:

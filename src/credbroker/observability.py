@@ -1,16 +1,28 @@
-"""Prometheus metrics, one registry per application (tests build many apps in one process)."""
+"""Prometheus metrics, one registry per application (tests build many apps in one process).
+
+With `serve --workers N` every worker writes its counters, histograms and gauges to files in
+$PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode, web/workers.py) and a scrape,
+answered by any worker, adds them up. Each gauge says how (`multiprocess_mode`). What only
+the answering process knows (its open connections, its breaker, a key age computed at scrape
+time) lives in a second registry, `live`, reported as that process sees it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.live = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
             "credbroker_requests",
@@ -40,12 +52,13 @@ class Metrics:
             "credbroker_degraded",
             "1 while serving from read-only fallback credentials",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.secret_store_breaker = Enum(
             "credbroker_secret_store_breaker",
-            "Circuit breaker around the secret store",
+            "Circuit breaker around the secret store (of the process answering the scrape)",
             states=["closed", "open", "half_open"],
-            registry=r,
+            registry=self.live,
         )
         self.secret_rollbacks = Counter(
             "credbroker_secret_rollbacks",
@@ -68,9 +81,16 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "credbroker_in_flight", "Vends and presigns being worked on", registry=r
+            "credbroker_in_flight",
+            "Vends and presigns being worked on",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.connections = Gauge("credbroker_connections", "Open client connections", registry=r)
+        self.connections = Gauge(
+            "credbroker_connections",
+            "Open client connections (of the process answering the scrape)",
+            registry=self.live,
+        )
         self.tls_handshake_failures = Counter(
             "credbroker_tls_handshake_failures",
             "Connections closed because their TLS handshake failed (no or a foreign client "
@@ -90,18 +110,20 @@ class Metrics:
             "When the last rotation of a credential completed (Unix time)",
             ["credential"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.rotation_failures = Gauge(
             "credbroker_rotation_consecutive_failures",
             "Failed rotation runs since the last success",
             ["credential"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.rotation_key_age = Gauge(
             "credbroker_rotation_key_age_seconds",
             "Age of the key in service: since the broker stored it, or first saw it",
             ["credential"],
-            registry=r,
+            registry=self.live,
         )
 
         self.frozen_refusals = Counter(
@@ -134,10 +156,23 @@ class Metrics:
             "credbroker_compliance_failed_controls",
             "Controls the last compliance check found failing (0: all pass)",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
 
     def count_audit_failure(self, sink: str) -> None:
         self.audit_failures.labels(sink).inc()
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: every worker's figures added up when several share the port
+        (multiprocess mode), else this registry's; then this process's live ones."""
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if directory:
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+            shared = generate_latest(combined)
+        else:
+            shared = generate_latest(self.registry)
+        return shared + generate_latest(self.live)
 
     # --- ports.BrokerMetrics ----------------------------------------------------------------
 

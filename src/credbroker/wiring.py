@@ -803,7 +803,12 @@ def build_limits(settings: Settings, control: ControlPlane | None = None) -> Lim
         if c.rate_per_second is not None or c.burst is not None
     }
     return Limits(
-        rate=TokenBuckets(default, per_client, live=control.rate_of if control else None),
+        rate=TokenBuckets(
+            default,
+            per_client,
+            live=control.rate_of if control else None,
+            processes=settings.server.workers,
+        ),
         in_flight=InFlightCap(config.max_in_flight),
         body_timeout_seconds=config.body_timeout_seconds,
     )

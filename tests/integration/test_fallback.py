@@ -400,14 +400,19 @@ async def test_healthz_stays_fast_while_vends_wait_on_a_hanging_vault(
     assert not any(task.done() for task in vends)  # they are waiting on the vault
 
     timings = []
+    answered_while_waiting = 0
     for _ in range(20):
         started = time.monotonic()
         status, body = await get_json(broker, "/healthz")
         timings.append(time.monotonic() - started)
         assert (status, body) == (200, {"status": "ok"})
+        if not any(task.done() for task in vends):
+            answered_while_waiting += 1
     waited = [o.seconds for o in await asyncio.gather(*vends)]
 
-    assert max(timings) < 0.05, timings
+    # Not a timing bound (the machine may be loaded): health answers come while every vend is
+    # still held by the hanging vault, so nothing on the health path waits on it.
+    assert answered_while_waiting >= 5, (answered_while_waiting, timings)
     assert max(waited) <= TIMEOUT_S + REQUEST_MARGIN_S
     print(
         f"\n[hanging] healthz x20 while 6 vends waited on the vault: max {max(timings) * 1000:.1f}"

@@ -414,3 +414,17 @@ async def test_no_secret_reaches_logs_audit_or_errors(
         assert secret not in audit
         assert secret not in caplog.text
         assert secret not in error_text
+
+
+async def test_answers_holding_a_secret_are_json_and_never_cached(broker: Harness) -> None:
+    vend = await broker.vend("eng-reader", {"space": "ENG", "access": "read"})
+    presign = await broker.client.post(
+        "/v1/presign",
+        json={"space": "ENG", "key": "report.txt", "method": "GET"},
+        headers={"Authorization": f"Bearer {broker.tokens['eng-reader']}"},
+    )
+    for response in (vend, presign):
+        assert response.status == 201, await response.text()
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert isinstance(await response.json(), dict)

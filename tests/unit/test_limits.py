@@ -47,6 +47,32 @@ def test_clients_have_their_own_buckets_and_their_own_rates() -> None:
     assert buckets.try_acquire("batch") == pytest.approx(0.01)
 
 
+def test_several_workers_each_grant_their_share_of_every_rate() -> None:
+    """`serve --workers 3`: each process counts alone, so each grants a third (the burst
+    rounded up, at least 1): together never more than configured."""
+    clock = MonotonicClock()
+    buckets = TokenBuckets(
+        Rate(per_second=3.0, burst=7),
+        {"batch": Rate(per_second=30.0, burst=2)},
+        clock=clock,
+        processes=3,
+    )
+    assert [buckets.try_acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # ceil(7 / 3)
+    assert buckets.try_acquire("a") == pytest.approx(1.0)  # 1 token/s each
+    assert buckets.try_acquire("batch") == 0.0  # ceil(2 / 3) = 1
+    assert buckets.try_acquire("batch") == pytest.approx(0.1)  # 10/s each
+    with pytest.raises(ValueError, match="processes"):
+        TokenBuckets(Rate(1.0, 1), processes=0)
+
+
+def test_build_limits_divides_by_the_configured_workers() -> None:
+    rate = build_limits(
+        settings(server={"workers": 4}, limits={"rate_per_second": 8, "burst": 8})
+    ).rate
+    assert [rate.try_acquire("a") for _ in range(2)] == [0.0, 0.0]
+    assert rate.try_acquire("a") > 0
+
+
 def test_a_clock_that_steps_back_refills_nothing() -> None:
     clock = MonotonicClock()
     buckets = TokenBuckets(Rate(per_second=1.0, burst=1), clock=clock)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
 from credbroker.audit import context as audit_context
@@ -91,11 +91,7 @@ async def create_credentials(request: web.Request) -> web.Response:
         leaseId=vended.lease_id,
         mode=vended.mode.value,
     )
-    return web.json_response(
-        answer.model_dump(),
-        status=201,
-        headers={"Cache-Control": "no-store"},
-    )
+    return _created(answer)
 
 
 async def create_presigned_url(request: web.Request) -> web.Response:
@@ -122,7 +118,19 @@ async def create_presigned_url(request: web.Request) -> web.Response:
         leaseId=presigned.lease_id,
         mode=presigned.mode.value,
     )
-    return web.json_response(answer.model_dump(), status=201, headers={"Cache-Control": "no-store"})
+    return _created(answer)
+
+
+def _created(answer: BaseModel) -> web.Response:
+    """201 with the answer serialised by pydantic-core (a third of json_response's cost on
+    every vend); never cached: it holds a secret."""
+    return web.Response(
+        body=answer.model_dump_json().encode(),
+        status=201,
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _timestamp(moment: datetime) -> str:
@@ -149,5 +157,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -234,9 +234,11 @@ async def serve(
     stop: asyncio.Event,
     started: Callable[[int], None] | None = None,
     tls: TlsContexts | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve `app` until `stop` is set, then shut down as run_app does (stop listening, let
-    requests in progress finish, run the app's cleanup). `started` gets the bound port."""
+    requests in progress finish, run the app's cleanup). `started` gets the bound port.
+    `reuse_port`: one of several workers on the port (web/workers.py)."""
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout_seconds)
     await runner.setup()
     try:
@@ -248,7 +250,9 @@ async def serve(
             metrics=app[METRICS],
             tls=tls,
         )
-        listener = await asyncio.get_running_loop().create_server(guard, host, port)
+        listener = await asyncio.get_running_loop().create_server(
+            guard, host, port, reuse_port=reuse_port or None
+        )
         bound = listener.sockets[0].getsockname()[1]
         log.info("serving on %s://%s:%d", "https" if tls else "http", host, bound)
         if started is not None:
@@ -268,6 +272,7 @@ def run(
     port: int,
     limits: LimitsConfig,
     tls: ServerTlsConfig | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """`credbroker serve`: until SIGINT or SIGTERM."""
     contexts = TlsContexts(tls) if tls is not None else None  # unreadable files fail start
@@ -286,6 +291,14 @@ def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, hangup)
-        await serve(app, host=host, port=port, limits=limits, stop=stop, tls=contexts)
+        await serve(
+            app,
+            host=host,
+            port=port,
+            limits=limits,
+            stop=stop,
+            tls=contexts,
+            reuse_port=reuse_port,
+        )
 
     asyncio.run(main())

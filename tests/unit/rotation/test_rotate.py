@@ -545,7 +545,7 @@ async def test_status_shows_key_ids_and_ages_never_secrets(world: World) -> None
     assert status.key_age_seconds == 600 + 3600  # stored before the grace, then an hour
     assert status.phase == "done" and status.problems == []
     assert in_store.secret_access_key not in text
-    age = world.metrics.registry.get_sample_value(
+    age = world.metrics.live.get_sample_value(
         "credbroker_rotation_key_age_seconds", {"credential": "service"}
     )
     assert age is not None and age >= 3600
