@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_audit, cli_owner_rotated, cli_principals, wiring
+from credbroker import cli_audit, cli_breakglass, cli_owner_rotated, cli_principals, wiring
 from credbroker.config import Settings, load_settings
 from credbroker.domain import utc_text
 from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_rotation_status)
     cli_audit.register(sub, config_arg)
+    cli_breakglass.register(sub, config_arg)
     return parser
 
 

@@ -666,6 +666,39 @@ class ControlConfig(_Model):
     poll_seconds: float = Field(default=1.0, ge=0.05, le=1.5)
 
 
+# --- break-glass ------------------------------------------------------------------------------
+
+
+class WebhookConfig(_Model):
+    """Where every break-glass step is announced: a JSON POST (a chat or incident tool)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    # HMAC-SHA256 of the body with this key, in X-Credbroker-Signature: sha256=<hex>.
+    secret: SecretRef | None = None
+    # Bounded retries (tenacity): attempts in all, exponential backoff between them.
+    attempts: int = Field(default=5, ge=1, le=20)
+    backoff_seconds: float = Field(default=0.5, gt=0, le=60)
+    backoff_max_seconds: float = Field(default=10.0, gt=0, le=600)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
+class BreakGlassConfig(_Model):
+    """Dual-control break-glass requests (docs/break-glass.md)."""
+
+    # Approvals by approvers other than the requester before the key can be collected.
+    approvals_required: int = Field(default=2, ge=1, le=10)
+    # An open request expires after this; an approved one if not collected within this.
+    approve_window_seconds: float = Field(default=3600.0, ge=60, le=7 * 86400)
+    collect_window_seconds: float = Field(default=900.0, ge=60, le=86400)
+    # No break-glass key lives longer (the object store's 900 s minimum is the floor).
+    ttl_cap_seconds: int = Field(default=3600, ge=STS_MIN_TTL, le=12 * 3600)
+    # The escrow of the service key (credbroker escrow init); absent: no writes while the
+    # vault is down. Its public key's fingerprint, pinned here, refuses a swapped file.
+    escrow_file: Path | None = None
+    escrow_fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = None
+    webhook: WebhookConfig | None = None
+
+
 class Settings(_Model):
     server: ServerConfig = ServerConfig()
     secret_store: SecretStoreConfig = EmbeddedStoreConfig()
@@ -685,6 +718,7 @@ class Settings(_Model):
     control: ControlConfig = ControlConfig()
     oidc: OidcConfig | None = None
     confluence: ConfluenceConfig | None = None
+    break_glass: BreakGlassConfig = BreakGlassConfig()
     # Plain http, or TLS without verification, toward Vault or the object store on an address
     # that is not loopback is refused unless this is true; `serve` then warns at every start.
     allow_insecure_transport: bool = False
@@ -889,6 +923,9 @@ class Settings(_Model):
                 self.confluence.url,
                 self.confluence.verify_tls or bool(self.confluence.ca_file),
             )
+        webhook = self.break_glass.webhook
+        if webhook is not None:  # incident details, signed: never in the clear
+            found += _insecure("break_glass.webhook.url", webhook.url, True)
         return found
 
 

@@ -27,6 +27,9 @@ class Mode(enum.StrEnum):
 
     NORMAL = "normal"
     READ_ONLY = "read-only"
+    # A key handed out by a dual-control break-glass request (breakglass.py), whichever parent
+    # key signed it.
+    BREAK_GLASS = "break-glass"
 
 
 class Access(enum.StrEnum):
@@ -347,3 +350,52 @@ class CallerProof:
 
     authorization: str | None = field(default=None, repr=False)
     peer: PeerCertificate | None = None
+
+
+# --- break-glass ------------------------------------------------------------------------------
+
+
+class BreakGlassStatus(enum.StrEnum):
+    """Where a break-glass request stands.
+
+    open -> approved (threshold reached) -> collected (the key was handed out, once) -> closed
+    open -> denied; open or approved -> expired (not approved, or not collected, in time).
+    """
+
+    OPEN = "open"
+    APPROVED = "approved"
+    DENIED = "denied"
+    COLLECTED = "collected"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassRequest:
+    """One break-glass request as the state store keeps it. Ids and times, never a secret.
+
+    `revision` grows with every save: the store writes a request only over the revision it
+    was read at (two approvers at once, or two collects, never both win)."""
+
+    id: str
+    requester: str
+    space: str
+    access: Access
+    prefix: str  # as asked inside the space ("" for the whole space)
+    ttl_seconds: int
+    reason: str
+    created_at: datetime
+    approve_by: datetime  # open requests expire here
+    status: BreakGlassStatus = BreakGlassStatus.OPEN
+    approvals: tuple[str, ...] = ()
+    denied_by: str | None = None
+    approved_at: datetime | None = None
+    collect_by: datetime | None = None  # approved requests expire here
+    collected_at: datetime | None = None
+    key_id: str | None = None  # the vended key's id
+    key_expires_at: datetime | None = None
+    used_escrow: bool = False  # the escrowed service key signed it (the vault was down)
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    outcome: str | None = None
+    revision: int = 0

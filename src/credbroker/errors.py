@@ -276,8 +276,11 @@ class Frozen(CredbrokerError):
     retry_after_header = False
 
 
+# --- break-glass ------------------------------------------------------------------------------
+
+
 class NotFound(CredbrokerError):
-    """No such principal, token or freeze."""
+    """No such thing: a break-glass request id nobody made, a principal, token or freeze."""
 
     code = "not_found"
     status = 404
@@ -289,3 +292,28 @@ class PrincipalConflict(CredbrokerError):
 
     code = "conflict"
     status = 409
+
+
+class BreakGlassConflict(CredbrokerError):
+    """The request is not in a state that allows this step: already collected, expired,
+    denied, already approved by this approver, or changed by someone else meanwhile."""
+
+    code = "break_glass_conflict"
+    status = 409
+
+
+class EscrowSealed(CredbrokerError):
+    """A write while the vault is down needs the escrowed service key, and not enough
+    custodians' shares were submitted yet (or there is no escrow)."""
+
+    code = "escrow_sealed"
+    status = 503
+    retry_after = 30.0
+
+
+class EscrowError(CredbrokerError):
+    """The escrow cannot be opened or written: a share that is not one of this escrow's, shares
+    that do not open it, a missing or tampered file. The message never holds a share."""
+
+    code = "escrow_error"
+    status = 400

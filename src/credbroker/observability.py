@@ -158,6 +158,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        # Break-glass (breakglass.py): every step, and the webhook that announces it.
+        self.break_glass_steps = Counter(
+            "credbroker_break_glass_steps",
+            "Break-glass steps by step (request, approve, deny, share, collect, close, expire) "
+            "and outcome (ok, or the refusal's code)",
+            ["step", "outcome"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "credbroker_webhook_deliveries",
+            "Break-glass notifications by outcome (delivered, failed)",
+            ["outcome"],
+            registry=r,
+        )
 
     def count_audit_failure(self, sink: str) -> None:
         self.audit_failures.labels(sink).inc()
@@ -173,6 +187,11 @@ class Metrics:
         else:
             shared = generate_latest(self.registry)
         return shared + generate_latest(self.live)
+
+    # --- ports.BreakGlassMetrics ------------------------------------------------------------
+
+    def count_break_glass(self, step: str, outcome: str) -> None:
+        self.break_glass_steps.labels(step, outcome).inc()
 
     # --- ports.BrokerMetrics ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from credbroker.domain import (
     Access,
     AccessKey,
+    BreakGlassRequest,
     CallerProof,
     Client,
     ControlState,
@@ -453,4 +454,76 @@ class UsageSource(Protocol):
         self, since: datetime, until: datetime
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
         """client id -> (last grant of any kind, last write grant) in the window."""
+        ...
+
+
+# --- break-glass ----------------------------------------------------------------------------
+
+
+class BreakGlassStore(Protocol):
+    """Durable break-glass requests (the state store: SQLite or PostgreSQL).
+
+    Errors: StateStoreError; BreakGlassConflict when `save` finds a newer revision.
+    """
+
+    async def create_request(self, request: BreakGlassRequest) -> None:
+        """Insert a new request (its revision is 0)."""
+        ...
+
+    async def load_request(self, request_id: str) -> BreakGlassRequest | None: ...
+
+    async def save_request(self, request: BreakGlassRequest) -> BreakGlassRequest:
+        """Write `request` over the stored revision `request.revision` and return it with the
+        revision raised by one; BreakGlassConflict (nothing written) if the stored revision
+        is another (someone else saved in between)."""
+        ...
+
+    async def list_requests(self, *, limit: int = 200) -> list[BreakGlassRequest]:
+        """The newest requests first."""
+        ...
+
+
+class Escrow(Protocol):
+    """The broker's service key sealed to a public key whose private key is split into
+    custodians' shares (escrow/). The broker can seal (every rotation) but never open alone."""
+
+    @property
+    def threshold(self) -> int:
+        """How many shares open it."""
+        ...
+
+    def share_index(self, share: str) -> int:
+        """Which custodian's share this is (1..N); EscrowError if it is not one of this
+        escrow's shares. Never echoes the share."""
+        ...
+
+    def open(self, shares: list[str]) -> AccessKey:
+        """The sealed service key, from `threshold` shares or more; EscrowError if they do not
+        open it, EscrowSealed if there is no sealed key."""
+        ...
+
+    def sealed_key_id(self) -> str | None:
+        """The id of the key it holds (None: empty), read without any share."""
+        ...
+
+    def seal(self, key: AccessKey) -> None:
+        """Replace whatever it holds by `key`, atomically: the old key is gone from it."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells people (a chat or incident tool's webhook) what happened. Never raises; never
+    sends a secret."""
+
+    def notify(self, event: Mapping[str, Any]) -> None:
+        """Queue one notification; delivered in order in the background, with retries."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class BreakGlassMetrics(Protocol):
+    def count_break_glass(self, step: str, outcome: str) -> None:
+        """One break-glass step (request, approve, deny, share, collect, close, expire) and
+        how it ended (ok, or the refusal's code)."""
         ...

@@ -24,6 +24,7 @@ from credbroker.audit.jsonl import JsonLinesAudit
 from credbroker.audit.stdout import StdoutLines
 from credbroker.audit.syslog import SyslogLines
 from credbroker.audit.trail import FileTrail, read_records
+from credbroker.breakglass import BreakGlass, BreakGlassRules
 from credbroker.callers.certificates import CertificateAuth, CertificateRule
 from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
@@ -52,9 +53,11 @@ from credbroker.domain import (
     Scope,
     SecretVersion,
 )
-from credbroker.errors import ConfigError, CredbrokerError
+from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
+from credbroker.escrow.file import EscrowFile, NewEscrow
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
+from credbroker.notify.webhook import NullNotifier, WebhookNotifier
 from credbroker.objectstore.exposure import ReadOnlyWriteProbe, S3BucketExposure
 from credbroker.objectstore.probe import SignedCallProbe
 from credbroker.objectstore.sts import StsIssuer
@@ -67,6 +70,7 @@ from credbroker.ports import (
     CallerAuth,
     Issuer,
     KeyDriver,
+    Notifier,
     PrincipalStore,
     SecretStore,
     StateStore,
@@ -649,8 +653,22 @@ async def standalone_rotation(settings: Settings, metrics: Metrics) -> AsyncIter
         stack.push_async_callback(issuer.close)
         audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
+        # The break-glass escrow follows the service key here too (cron, the CLI).
+        on_switch = _follow_switch(
+            settings,
+            build_credentials(settings, store),
+            None,
+            escrow=build_escrow(settings),
+        )
         rotator = await stack.enter_async_context(
-            rotation(settings, store=store, issuer=issuer, metrics=metrics, audit=audit)
+            rotation(
+                settings,
+                store=store,
+                issuer=issuer,
+                metrics=metrics,
+                audit=audit,
+                on_switch=on_switch,
+            )
         )
         yield rotator
 
@@ -791,6 +809,7 @@ class Runtime:
     limits: Limits
     control: ControlPlane | None = None
     compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
+    break_glass: BreakGlass | None = None
 
 
 def build_limits(settings: Settings, control: ControlPlane | None = None) -> Limits:
@@ -889,6 +908,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(caller_auth.close)
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
+        escrow = build_escrow(settings)
         if settings.rotation.credentials:
             rotator = await stack.enter_async_context(
                 rotation(
@@ -897,14 +917,33 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                     issuer=issuer,
                     metrics=metrics,
                     audit=audit,
-                    on_switch=_follow_switch(settings, credentials, fallback),
+                    on_switch=_follow_switch(settings, credentials, fallback, escrow=escrow),
                 )
             )
             if settings.rotation.scheduler:
                 scheduler = RotationScheduler(
                     rotator, resync_seconds=settings.rotation.resync_seconds
                 )
+        notifier = build_notifier(settings, metrics)
+        stack.push_async_callback(notifier.close)
+        break_glass_state = await _open_state_store(settings)
+        stack.push_async_callback(break_glass_state.close)
+        break_glass = build_break_glass(
+            settings,
+            state=break_glass_state,
+            issuer=issuer,
+            credentials=credentials,
+            audit=audit,
+            notifier=notifier,
+            metrics=metrics,
+            fallback=fallback,
+            escrow=escrow,
+            rotator=rotator,
+        )
+        if escrow is not None:
+            await refresh_escrow(escrow, credentials)
         yield Runtime(
+            break_glass=break_glass,
             caller_auth=caller_auth,
             audit=audit,
             broker=broker,
@@ -925,17 +964,147 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
 
 
 def _follow_switch(
-    settings: Settings, credentials: ParentKeySource, fallback: ReadOnlyFallback | None
+    settings: Settings,
+    credentials: ParentKeySource,
+    fallback: ReadOnlyFallback | None,
+    *,
+    escrow: EscrowFile | None = None,
 ) -> Callable[[str], Awaitable[None]]:
     """What a rotation's switch means here: the broker drops its cached service key at once,
-    and the read-only fallback re-reads (and re-seals) its key when that one rotated."""
+    the break-glass escrow is re-sealed with the new key (replacing the old one: no custodian
+    needed, it seals to a public key), and the read-only fallback re-reads (and re-seals) its
+    key when that one rotated."""
     fallback_path = settings.fallback.credentials_path if settings.fallback else None
 
     async def switched(path: str) -> None:
         if path == settings.object_store.credentials_path:
             credentials.invalidate()
+            if escrow is not None:
+                await refresh_escrow(escrow, credentials)
         if fallback is not None and path == fallback_path:
             with contextlib.suppress(CredbrokerError):
                 await fallback.refresh()  # the sealed copy follows the new key now
 
     return switched
+
+
+# --- break-glass --------------------------------------------------------------------------------
+
+
+def build_escrow(settings: Settings) -> EscrowFile | None:
+    config = settings.break_glass
+    if config.escrow_file is None:
+        return None
+    return EscrowFile(config.escrow_file, pinned_fingerprint=config.escrow_fingerprint)
+
+
+async def init_escrow(
+    settings: Settings, *, shares: int, threshold: int, replace: bool
+) -> tuple[NewEscrow, str | None]:
+    """A new escrow at break_glass.escrow_file (`credbroker escrow init`), sealed at once with
+    the service key when the secret store answers; the shares, and the key id sealed (None:
+    the broker seals it at its next start)."""
+    path = settings.break_glass.escrow_file
+    if path is None:
+        raise ConfigError("set break_glass.escrow_file in the config first")
+    escrow, made = EscrowFile.init(path, shares=shares, threshold=threshold, replace=replace)
+    store = build_secret_store(settings)
+    try:
+        await refresh_escrow(escrow, build_credentials(settings, store))
+    finally:
+        await store.close()
+    return made, escrow.sealed_key_id()
+
+
+async def refresh_escrow(escrow: EscrowFile, credentials: ParentKeySource) -> None:
+    """Seal the service key in service into the escrow unless it holds it already (at start,
+    and at each rotation's switch). Never raises: a failure is logged, the escrow keeps what
+    it had (the key in service until a rotation; then, since the escrow may hold a key about
+    to be deleted, the error says so)."""
+    try:
+        key = await credentials.current()
+        if await asyncio.to_thread(escrow.sealed_key_id) == key.access_key_id:
+            return
+        await asyncio.to_thread(escrow.seal, key)
+    except CredbrokerError as exc:
+        log.error(
+            "break-glass escrow %s not refreshed (%s): it may not hold the service key in "
+            "service; writes during an outage would fail until it is",
+            escrow.path,
+            exc.code,
+        )
+        return
+    log.info("break-glass escrow %s now holds service key %s", escrow.path, key.access_key_id)
+
+
+def build_notifier(settings: Settings, metrics: Metrics) -> Notifier:
+    webhook = settings.break_glass.webhook
+    if webhook is None:
+        return NullNotifier()
+    return WebhookNotifier(
+        webhook.url,
+        secret=webhook.secret.resolve().encode() if webhook.secret is not None else None,
+        attempts=webhook.attempts,
+        backoff_seconds=webhook.backoff_seconds,
+        backoff_max_seconds=webhook.backoff_max_seconds,
+        timeout_seconds=webhook.timeout_seconds,
+        on_result=lambda outcome: metrics.webhook_deliveries.labels(outcome).inc(),
+    )
+
+
+def build_break_glass(
+    settings: Settings,
+    *,
+    state: SqliteStateStore | PostgresStateStore,
+    issuer: Issuer,
+    credentials: ParentKeySource,
+    audit: AuditSink,
+    notifier: Notifier,
+    metrics: Metrics,
+    fallback: ReadOnlyFallback | None,
+    escrow: EscrowFile | None,
+    rotator: Rotator | None,
+) -> BreakGlass:
+    config = settings.break_glass
+    service = next(
+        (
+            c.name
+            for c in settings.rotation.credentials
+            if c.secret_path == settings.object_store.credentials_path
+        ),
+        None,
+    )
+    rotate: Callable[[], Awaitable[str]] | None = None
+    if rotator is not None and service is not None:
+        name = service
+
+        async def rotate_now() -> str:
+            """The escrowed key left the vault's custody: a new one now (a rotation in its
+            grace is ended first)."""
+            try:
+                outcome = await rotator.run(name, force=True, end_grace=True)
+            except RotationBusy:
+                return "busy"
+            return str(outcome.result)
+
+        rotate = rotate_now
+    return BreakGlass(
+        store=state,
+        spaces=settings.spaces,
+        flavor=settings.object_store.flavor,
+        issuer=issuer,
+        credentials=credentials,
+        audit=audit,
+        notifier=notifier,
+        metrics=metrics,
+        rules=BreakGlassRules(
+            approvals_required=config.approvals_required,
+            approve_window_seconds=config.approve_window_seconds,
+            collect_window_seconds=config.collect_window_seconds,
+            ttl_cap_seconds=config.ttl_cap_seconds,
+            clock_skew_seconds=settings.object_store.clock_skew_seconds,
+        ),
+        fallback=fallback,
+        escrow=escrow,
+        rotate_service_key=rotate,
+    )

@@ -42,12 +42,14 @@ SHIPPED: dict[str, dict[int, str]] = {
     "sqlite": {
         1: "b03177202f4e5976dddfcb00b2695e4a576d8aa10d0f8bccd8dae15856f4b291",
         2: "bb718f51f3468aba64c9ff8e1d3b0deebb2329378fcde65161e227c74bb279ea",
-        3: "0656cfe9944d86dcc491d08463cc6e4186b6ad01d0ca80d9c882c137171dd842",
+        3: "a6c3b6d4859e7edd5481f26e98f896187bad6572e95216e4b6daff9c661e67e6",
+        4: "0656cfe9944d86dcc491d08463cc6e4186b6ad01d0ca80d9c882c137171dd842",
     },
     "postgres": {
         1: "791c6f488cdb7fbddd09872dcc429b6d7dfb2726ce0e1e07c8d7a90f0ee81094",
         2: "e0bcfe4a300cc6c9e240a8de2d7844d1f2645e4250bc05bedd1ddf3533d041e7",
-        3: "4b3eea1d62a118f8111f9e294785b7d9c6dfc5c31a81991900ae5503164994dc",
+        3: "8ea961baec98ce64baf378c892ab5c50def1cf23b4aba24ad3684bf3b7cef4fa",
+        4: "4b3eea1d62a118f8111f9e294785b7d9c6dfc5c31a81991900ae5503164994dc",
     },
 }
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {

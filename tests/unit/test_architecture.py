@@ -17,13 +17,23 @@ from pathlib import Path
 import credbroker
 
 ROOT = Path(credbroker.__file__).parent
-ADAPTER_PACKAGES = ("objectstore", "secrets", "state", "callers", "audit", "confluence")
+ADAPTER_PACKAGES = (
+    "objectstore",
+    "secrets",
+    "state",
+    "callers",
+    "audit",
+    "confluence",
+    "escrow",
+    "notify",
+)
 CENTRE = (
     "domain",
     "errors",
     "ports",
     "policy",
     "vend",
+    "breakglass",
     "parent_key",
     "fallback",
     "control",

@@ -320,3 +320,20 @@ def test_the_access_report_counts_grants_denials_and_degraded_periods() -> None:
     csv_text = as_csv(report)
     assert csv_text.splitlines()[0].startswith("kind,client,space,access")
     assert "grant,writer,ENG,write,vend,r1,a1,normal,,2," in csv_text
+
+
+async def test_only_a_collected_break_glass_key_counts_as_a_grant(rig: Rig) -> None:
+    """Every break-glass step's record says mode break-glass; only a successful collect hands
+    a key out (breakglass.py)."""
+    for step, outcome in (
+        ("request", "ok"),
+        ("approve", "ok"),
+        ("collect", "escrow_sealed"),
+        ("collect", "ok"),
+        ("close", "ok"),
+    ):
+        rig.trail.items.append(
+            grant(3, event="break_glass", step=step, outcome=outcome, mode="break-glass")
+        )
+    result = await rig.run()
+    assert by_name(result, "break_glass").summary == "1 break-glass grant(s) in the last day"

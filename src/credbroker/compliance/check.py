@@ -102,7 +102,8 @@ class ComplianceCheck:
             self._transport(),
             await self._guard("audit_chain", lambda: self._chain(since)),
         ]
-        grants = [r for r in day if r.get("mode") == "break-glass"]
+        # Every break-glass step's record says mode break-glass; a grant is a key handed out.
+        grants = [r for r in day if r.get("mode") == "break-glass" and _is_grant(r)]
         controls.append(
             Control(
                 "break_glass",
@@ -330,3 +331,11 @@ def _time(value: object) -> datetime | None:
 def _describe(record: Mapping[str, Any]) -> str:
     fields = ("ts", "event", "client", "bucket", "prefix", "access", "ttl_seconds", "lease_id")
     return " ".join(f"{k}={record.get(k)}" for k in fields if record.get(k) is not None)
+
+
+def _is_grant(record: Mapping[str, Any]) -> bool:
+    """A key handed out: a vend or presign, or a break-glass request's successful collect
+    (its request, approval, share and close records are steps, not grants)."""
+    if record.get("event") != "break_glass":
+        return True
+    return record.get("step") == "collect" and record.get("outcome") == "ok"

@@ -5,6 +5,7 @@ Tables live in their own schema (default `credbroker`):
     schema_migrations(version, applied_at)   which migrations ran
     rotation_state(credential, phase, ...)   one row per managed credential (key ids, times)
     secret_versions_seen(store, path, ...)  the embedded store's rollback watermark
+    break_glass_requests(id, ...)           break-glass requests (state/breakglass.py)
 
 Migrations run at start, inside one transaction that first takes a transaction-level advisory
 lock, so replicas starting together apply each migration exactly once; running them again
@@ -27,6 +28,8 @@ import asyncpg
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import ConfigError, RotationBusy, StateStoreError
+from credbroker.state.breakglass import POSTGRES_TABLE as BREAK_GLASS_TABLE
+from credbroker.state.breakglass import PostgresBreakGlassRequests
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, from_row, to_row
 
@@ -82,6 +85,11 @@ MIGRATIONS: tuple[Migration, ...] = checked(
         ),
         Migration(
             3,
+            "break_glass_requests: dual-control break-glass requests (ids and times only)",
+            (BREAK_GLASS_TABLE,),
+        ),
+        Migration(
+            4,
             "principals, principal_tokens, freezes, control_generation: the live control plane",
             (
                 (
@@ -142,7 +150,7 @@ def _advisory_key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PostgresStateStore:
+class PostgresStateStore(PostgresBreakGlassRequests):
     kind = "postgres"
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
@@ -292,6 +300,12 @@ class PostgresStateStore:
     async def _fetchrow(self, query: str, *args: Any) -> Any:
         try:
             return await self._pool.fetchrow(query, *args)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise _error("read", exc) from None
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        try:
+            return list(await self._pool.fetch(query, *args))
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise _error("read", exc) from None
 

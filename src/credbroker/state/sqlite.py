@@ -25,6 +25,8 @@ from typing import Self, TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
+from credbroker.state.breakglass import SQLITE_TABLE as BREAK_GLASS_TABLE
+from credbroker.state.breakglass import SqliteBreakGlassRequests
 from credbroker.state.migrations import Migration, checked
 from credbroker.state.records import COLUMNS, TIME_COLUMNS, from_row, to_row
 
@@ -79,6 +81,11 @@ MIGRATIONS: tuple[Migration, ...] = checked(
         ),
         Migration(
             3,
+            "break_glass_requests: dual-control break-glass requests (ids and times only)",
+            (BREAK_GLASS_TABLE,),
+        ),
+        Migration(
+            4,
             "principals, principal_tokens, freezes, control_generation: the live control plane",
             (
                 (
@@ -133,7 +140,7 @@ MIGRATIONS: tuple[Migration, ...] = checked(
 )
 
 
-class SqliteStateStore:
+class SqliteStateStore(SqliteBreakGlassRequests):
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:

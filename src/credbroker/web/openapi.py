@@ -48,6 +48,8 @@ _REFUSALS = {
 
 @functools.cache
 def document() -> dict[str, Any]:
+    from credbroker.web import admin_breakglass  # it imports handlers, which import this
+
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (CredentialsBody, "validation"),
         (PresignBody, "validation"),
@@ -59,6 +61,7 @@ def document() -> dict[str, Any]:
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
         *schemas_principals.OPENAPI_MODELS,
+        *admin_breakglass.OPENAPI_MODELS,
     ]
     refs, defs = models_json_schema(models, ref_template=_REF)
 
@@ -163,6 +166,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **schemas_principals.openapi_paths(json_content, errors),
+            **admin_breakglass.openapi_paths(json_content, errors),
             "/openapi.json": {
                 "get": {
                     "summary": "This description",

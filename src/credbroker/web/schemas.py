@@ -99,7 +99,7 @@ class Credentials(_Answer):
     prefix: str
     access: Literal["read", "write"]
     lease_id: str = Field(alias="leaseId")
-    mode: Literal["normal", "read-only"]
+    mode: Literal["normal", "read-only", "break-glass"]
 
 
 class PresignedUrl(_Answer):
@@ -111,7 +111,7 @@ class PresignedUrl(_Answer):
     bucket: str
     key: str
     lease_id: str = Field(alias="leaseId")
-    mode: Literal["normal", "read-only"]
+    mode: Literal["normal", "read-only", "break-glass"]
 
 
 class Health(_Answer):

@@ -1,0 +1,1 @@
+"""The break-glass escrow of the broker's service key (escrow/file.py)."""

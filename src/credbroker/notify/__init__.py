@@ -1,0 +1,1 @@
+"""Notifications to people: the break-glass webhook (notify/webhook.py)."""
