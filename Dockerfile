@@ -6,8 +6,10 @@
 #
 # The mounted /etc/credbroker/credbroker.yaml must set server.host: 0.0.0.0 (the default,
 # 127.0.0.1, is unreachable from outside the container) and keep server.port at 8080 (the
-# port EXPOSEd and probed below). Put audit.path (and, for the embedded store, secret_store.path)
-# under /var/lib/credbroker, the only directory the broker writes to. Secrets come in as files
+# port EXPOSEd and probed below). Every file the broker writes (the rotation state, the audit
+# log, the embedded store, the fallback's sealed cache) goes under /var/lib/credbroker, the only
+# directory it writes to, unless the config names another place (CREDBROKER_STATE_DIR below:
+# the defaults go there, not beside the read-only config). Secrets come in as files
 # under /etc/credbroker (AppRole role_id / secret_id, sealing key) or as environment variables
 # named by the config; never bake them into the image.
 #
@@ -16,6 +18,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    CREDBROKER_STATE_DIR=/var/lib/credbroker \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -37,7 +40,7 @@ COPY src ./src
 RUN pip install --no-deps . && rm -rf /build
 
 WORKDIR /var/lib/credbroker
-USER credbroker
+USER 10001:10001
 
 EXPOSE 8080
 

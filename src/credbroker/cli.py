@@ -14,8 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from credbroker import cli_audit, cli_breakglass, cli_owner_rotated, cli_principals, wiring
-from credbroker.config import Settings, load_settings
+from credbroker import (
+    cli_audit,
+    cli_breakglass,
+    cli_owner_rotated,
+    cli_principals,
+    cli_secrets_copy,
+    wiring,
+)
+from credbroker.config import Settings, load_settings, placeholder_token_hashes
 from credbroker.domain import utc_text
 from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
 from credbroker.observability import Metrics
@@ -79,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--reveal", action="store_true", help="print the values too (break-glass)")
     p.set_defaults(func=_secrets_get)
+    cli_secrets_copy.register(ssub, config_arg)
 
     p = sub.add_parser("keygen", help="print a new base64 AES-256 sealing key")
     p.set_defaults(func=lambda _args: print(new_key()) or 0)
@@ -156,6 +164,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
+    placeholders = placeholder_token_hashes(settings)
+    if placeholders:
+        raise ConfigError(
+            f"{args.file}: token_sha256 of client(s) {', '.join(placeholders)} is a placeholder; "
+            "make a token with `credbroker clients new-token` and put its hash there"
+        )
     print(f"{args.file}: ok")
     print(f"  secret store: {settings.secret_store.kind}")
     for target in settings.insecure_transport():

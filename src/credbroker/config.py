@@ -368,6 +368,12 @@ class ServerConfig(_Model):
     workers: int = Field(default=1, ge=1, le=64)
 
 
+class ReadinessConfig(_Model):
+    """/readyz's vend canary (web/readiness.py): an AssumeRole and one list, this often."""
+
+    canary_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
 class LimitsConfig(_Model):
     """Fair use, counted by each replica alone (README "Limits")."""
 
@@ -710,6 +716,7 @@ class Settings(_Model):
     audit: AuditConfig = AuditConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     limits: LimitsConfig = LimitsConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
     secret_store_resilience: SecretStoreResilienceConfig = SecretStoreResilienceConfig()
     # Absent: no fallback; while the secret store is unreachable every vend gets 503.
     fallback: FallbackConfig | None = None
@@ -990,6 +997,32 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# Where the files the broker writes go when the config does not name them: the image sets it
+# to /var/lib/credbroker (the config folder, /etc/credbroker, is mounted read-only there).
+STATE_DIR_ENV = "CREDBROKER_STATE_DIR"
+
+
+def _writable_defaults(settings: Settings, state_dir: Path) -> Settings:
+    """Put every file the broker writes whose path the config leaves at its default (the
+    rotation state, the audit log, the embedded store, the fallback's sealed cache) under
+    `state_dir`, by its default file name. Paths the config names are kept as written."""
+    updates: dict[str, Any] = {}
+    state = settings.state
+    if isinstance(state, SqliteStateConfig) and "path" not in state.model_fields_set:
+        updates["state"] = state.model_copy(update={"path": state_dir / state.path.name})
+    audit = settings.audit
+    if "path" not in audit.model_fields_set and audit.path is not None:
+        updates["audit"] = audit.model_copy(update={"path": state_dir / audit.path.name})
+    store = settings.secret_store
+    if isinstance(store, EmbeddedStoreConfig) and "path" not in store.model_fields_set:
+        updates["secret_store"] = store.model_copy(update={"path": state_dir / store.path.name})
+    fallback = settings.fallback
+    if fallback is not None and "cache_file" not in fallback.model_fields_set:
+        cache = state_dir / fallback.cache_file.name
+        updates["fallback"] = fallback.model_copy(update={"cache_file": cache})
+    return settings.model_copy(update=updates) if updates else settings
+
+
 def load_settings(path: Path) -> Settings:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -1003,8 +1036,25 @@ def load_settings(path: Path) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc)) from None
+    state_dir = os.environ.get(STATE_DIR_ENV, "")
+    if state_dir:
+        settings = _writable_defaults(settings, Path(state_dir))
     resolved: Settings = _resolve_paths(settings, path.resolve().parent)
     return resolved
+
+
+# sha256 of the empty string: a token nobody should be able to send.
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def placeholder_token_hashes(settings: Settings) -> list[str]:
+    """Clients whose token_sha256 is a placeholder (a digit or two repeated, as the shipped
+    examples have, or the hash of an empty token): `check-config` refuses them."""
+    return [
+        client.id
+        for client in settings.clients
+        if len(set(client.token_sha256)) <= 2 or client.token_sha256 == _EMPTY_SHA256
+    ]
 
 
 def token_hash(token: str) -> str:

@@ -9,6 +9,7 @@ time) lives in a second registry, `live`, reported as that process sees it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -133,12 +134,16 @@ class Metrics:
             registry=r,
         )
         self.freezes_active = Gauge(
-            "credbroker_freezes_active", "Active freezes in this replica's snapshot", registry=r
+            "credbroker_freezes_active",
+            "Active freezes in this replica's snapshot",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.control_generation = Gauge(
             "credbroker_control_generation",
             "The state store's change number this replica's principals and freezes reflect",
             registry=r,
+            multiprocess_mode="livemin",  # the worker furthest behind
         )
         self.control_refresh_failures = Counter(
             "credbroker_control_refresh_failures_total",
@@ -146,6 +151,23 @@ class Metrics:
             registry=r,
         )
 
+        self.rotation_next_due = Gauge(
+            "credbroker_rotation_next_due_timestamp_seconds",
+            "When the state store says the next rotation run of a credential is due (Unix "
+            "time; a rotation is overdue when this lies well in the past)",
+            ["credential"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        # /readyz (web/readiness.py): one series per named check, 1 passing, 0 failing.
+        self.readiness_check = Gauge(
+            "credbroker_readiness_check",
+            "1 while a readiness check passes (secret_store, object_store, secrets, "
+            "read_only_fallback, vend_canary), 0 while it fails",
+            ["check"],
+            registry=r,
+            multiprocess_mode="livemin",  # failing in any live worker: 0
+        )
         self.audit_failures = Counter(
             "credbroker_audit_failures",
             "Audit records that could not be written, by sink (each refused its request)",
@@ -175,6 +197,9 @@ class Metrics:
 
     def count_audit_failure(self, sink: str) -> None:
         self.audit_failures.labels(sink).inc()
+
+    def set_readiness_check(self, check: str, ok: bool) -> None:
+        self.readiness_check.labels(check).set(1 if ok else 0)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's figures added up when several share the port
@@ -231,3 +256,10 @@ class Metrics:
 
     def set_consecutive_failures(self, credential: str, failures: int) -> None:
         self.rotation_failures.labels(credential).set(failures)
+
+    def set_next_due(self, credential: str, at: datetime | None) -> None:
+        if at is None:
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                self.rotation_next_due.remove(credential)
+        else:
+            self.rotation_next_due.labels(credential).set(at.timestamp())

@@ -160,6 +160,10 @@ class RotationMetrics(Protocol):
 
     def set_consecutive_failures(self, credential: str, failures: int) -> None: ...
 
+    def set_next_due(self, credential: str, at: datetime | None) -> None:
+        """When the stored record says the next run is due (None: not scheduled)."""
+        ...
+
 
 class Issuer(Protocol):
     """Mints temporary, policy-scoped object-store credentials (STS AssumeRole)."""

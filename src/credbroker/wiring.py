@@ -53,7 +53,13 @@ from credbroker.domain import (
     Scope,
     SecretVersion,
 )
-from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
+from credbroker.errors import (
+    ConfigError,
+    CredbrokerError,
+    RotationBusy,
+    SecretStoreCircuitOpen,
+    SecretStoreError,
+)
 from credbroker.escrow.file import EscrowFile, NewEscrow
 from credbroker.fallback import ReadOnlyFallback
 from credbroker.limits import InFlightCap, Limits, Rate, TokenBuckets
@@ -84,7 +90,7 @@ from credbroker.secrets.resilient import CircuitBreaker, ResilientSecretStore
 from credbroker.secrets.sealing import SealedFile, load_key
 from credbroker.state.watermark import LazyWatermark
 from credbroker.vend import Broker
-from credbroker.web.readiness import Readiness
+from credbroker.web.readiness import Canary, Readiness
 
 if TYPE_CHECKING:
     from credbroker.state.control_postgres import PostgresControlStore
@@ -833,20 +839,109 @@ def build_limits(settings: Settings, control: ControlPlane | None = None) -> Lim
     )
 
 
+def configured_secret_paths(settings: Settings) -> list[str]:
+    """Every object-store key a vend, a rotation or the compliance check reads: the service key,
+    the read-only fallback key, each managed credential's key and its object-store admin key,
+    the compliance check's inspecting key (in that order, once each)."""
+    paths = [settings.object_store.credentials_path]
+    if settings.fallback is not None:
+        paths.append(settings.fallback.credentials_path)
+    for credential in settings.rotation.credentials:
+        paths += [credential.secret_path, credential.driver.admin_credentials_path]
+    if settings.compliance.inspect_credentials_path is not None:
+        paths.append(settings.compliance.inspect_credentials_path)
+    return list(dict.fromkeys(paths))
+
+
+def other_secret_paths(settings: Settings) -> list[str]:
+    """Configured secrets that are not object-store keys (their own fields): the audit
+    signing key, the Confluence credentials of actor checks."""
+    paths = []
+    if settings.audit.signing_key_secret_path is not None:
+        paths.append(settings.audit.signing_key_secret_path)
+    if settings.confluence is not None:
+        paths.append(settings.confluence.credentials_path)
+    return [p for p in dict.fromkeys(paths) if p not in configured_secret_paths(settings)]
+
+
+async def _read_around_breaker(
+    store: ResilientSecretStore, path: str, *, key: bool = True
+) -> AccessKey | None:
+    """A readiness read: no retries, around the breaker (its outcome moves nothing); with
+    `key`, the keys must be usable (both fields). While the breaker is open, its answer."""
+    wait = store.breaker.retry_after()
+    if wait > 0:
+        raise SecretStoreCircuitOpen(
+            f"the secret store is unreachable (circuit breaker open, next try in {wait:.1f}s)",
+            retry_after=wait,
+        )
+    secret = await store.inner.read(path)
+    if not key:
+        return None
+    try:
+        return AccessKey.from_secret(secret)
+    except KeyError:
+        raise SecretStoreError(
+            f"secret {path!r} needs the fields access_key_id and secret_access_key"
+        ) from None
+
+
 def build_readiness(
     settings: Settings,
     store: ResilientSecretStore,
     issuer: Issuer,
     fallback: ReadOnlyFallback | None,
     control: ControlPlane | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> Readiness:
     """/readyz: cached, single-flight, and around the breaker (its probes never move it). A
-    breaker state change drops the cached answer, so readiness follows degraded mode."""
+    breaker state change drops the cached answer, so readiness follows degraded mode.
+
+    Checks: secret_store, object_store, secrets (every configured secret present and usable),
+    read_only_fallback (present and fresh), vend_canary (scheduled: the service key assumes the
+    vend role with a session policy for the first space and lists it with the minted key)."""
+    keys, others = configured_secret_paths(settings), other_secret_paths(settings)
+
+    async def secrets() -> None:
+        failures: list[CredbrokerError] = []
+        for path, is_key in [(p, True) for p in keys] + [(p, False) for p in others]:
+            try:
+                await _read_around_breaker(store, path, key=is_key)
+            except CredbrokerError as exc:
+                failures.append(exc)
+        if failures:
+            first = failures[0]
+            message = "; ".join(f.message for f in failures)
+            raise CredbrokerError(message, code=first.code)
+
+    object_store = settings.object_store
+    probe = SignedCallProbe(
+        issuer=issuer,
+        endpoint=object_store.endpoint,
+        region=object_store.region,
+        flavor=object_store.flavor,
+        tls=object_store_tls(settings),
+        timeout_seconds=object_store.timeout_seconds,
+    )
+    scope = proof_scope(settings)
+
+    async def vend_canary() -> None:
+        try:
+            key = await _read_around_breaker(store, object_store.credentials_path)
+            assert key is not None
+            await probe.accepts(key, via="sts", role_arn=object_store.role_arn, proof=scope)
+        finally:
+            await probe.close()  # one run now and then: no pooled connection in between
+
     readiness = Readiness(
         secret_store=store.probe,
         object_store=issuer.check,
         fallback=fallback,
         freezes=control_report(control) if control is not None else None,
+        checks={"secrets": secrets},
+        canary=Canary(vend_canary, interval_seconds=settings.readiness.canary_seconds),
+        on_check=metrics.set_readiness_check if metrics is not None else None,
         cache_seconds=settings.server.readiness_cache_seconds,
         deadline_seconds=settings.secret_store_resilience.timeout_seconds,
     )
@@ -886,7 +981,7 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
         control = await stack.enter_async_context(control_plane(settings, audit, metrics))
-        readiness = build_readiness(settings, store, issuer, fallback, control)
+        readiness = build_readiness(settings, store, issuer, fallback, control, metrics=metrics)
         stack.push_async_callback(readiness.close)
         actors = build_actor_directory(settings, store)
         if actors is not None:

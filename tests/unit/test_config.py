@@ -8,7 +8,7 @@ from credbroker.cli import main
 from credbroker.config import load_settings
 from credbroker.errors import ConfigError
 
-TOKEN_HASH = "a" * 64
+TOKEN_HASH = "0123456789abcdef" * 4  # any 64 hex digits but a placeholder (check-config)
 
 VALID = f"""
 object_store:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from credbroker.callers.tokens import new_token
 from credbroker.cli import main
 from credbroker.config import load_settings
 
@@ -41,9 +42,34 @@ def test_shipped_config_validates(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.name)
-def test_check_config_accepts_it(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(path)]) == 0
-    assert f"{path}: ok" in capsys.readouterr().out
+def test_check_config_accepts_it_but_for_placeholder_hashes(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not load_settings(path).clients:
+        assert main(["check-config", str(path)]) == 0
+        assert f"{path}: ok" in capsys.readouterr().out
+        return
+    # The examples' hashes are placeholders: check-config says so, naming the clients.
+    assert main(["check-config", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "is a placeholder" in out.err and f"{path}: ok" not in out.out
+
+
+def test_check_config_refuses_placeholder_hashes_and_accepts_real_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = (CONFIG_DIR / "credbroker.example.yaml").read_text()
+    fixed = example
+    for digit in "ab":
+        _, real = new_token()
+        fixed = fixed.replace(digit * 64, real)
+    for name, text, expected in (("placeholder", example, 2), ("real", fixed, 0)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        assert main(["check-config", str(path)]) == expected, capsys.readouterr()
+    nearly = fixed.replace(real, "ab" * 32)  # two digits repeated is a placeholder too
+    (tmp_path / "nearly.yaml").write_text(nearly)
+    assert main(["check-config", str(tmp_path / "nearly.yaml")]) == 2
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -56,13 +82,16 @@ def test_example_token_hashes_are_placeholders(name: str) -> None:
 
 
 def test_the_production_example_serves_https_and_checks_identities(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = CONFIG_DIR / "credbroker.example.yaml"
     settings = load_settings(path)
     assert settings.server.tls is not None and settings.server.tls.min_version == "1.2"
     assert settings.oidc is not None and "HS256" not in settings.oidc.algorithms
     assert any(space.actor_check == "confluence" for space in settings.spaces.values())
+    # check-config refuses the example's placeholder token hashes (tested above); what it
+    # prints about TLS, OIDC and actor checks is what this test reads.
+    monkeypatch.setattr("credbroker.cli.placeholder_token_hashes", lambda settings: [])
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "https: TLS 1.2+" in out and "oidc: https://" in out

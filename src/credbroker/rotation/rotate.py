@@ -214,6 +214,16 @@ class Rotator:
             statuses.append(status)
         return statuses
 
+    def observe(self, record: RotationRecord) -> None:
+        """Set the rotation gauges from a stored record (the scheduler's resync, in every
+        process): a rotation done by the CLI, cron or another replica shows here too, and a
+        failure streak another run ended is cleared."""
+        if record.last_success_at is not None:
+            self._metrics.rotation_succeeded(record.credential, record.last_success_at)
+        self._metrics.set_consecutive_failures(record.credential, record.attempts)
+        self._metrics.set_next_due(record.credential, record.next_due_at)
+        self._key_since[record.credential] = record.current_key_since
+
     async def record(self, name: str) -> RotationRecord:
         """The record as stored (read without the lock, as any observer may)."""
         self.credential(name)

@@ -4,8 +4,10 @@ state store.
 Each managed credential has one date job at the due time its record holds (the next scheduled
 rotation, the end of a grace period, or a retry after a failure). After every run the job is
 set again from the new record. A resync job re-reads every record now and then, so a run made
-by the CLI or another replica, or a changed schedule, moves the job. Nothing is kept only in
-memory: a restart or a failover schedules from the records, and neither skips nor repeats.
+by the CLI or another replica, or a changed schedule, moves the job, and the rotation gauges
+(failure streak, last success, key age, next due) are set from the records, not from this
+process's runs. Nothing is kept only in memory: a restart or a failover schedules from the
+records, and neither skips nor repeats.
 """
 
 from __future__ import annotations
@@ -70,13 +72,16 @@ class RotationScheduler:
         return None if job is None else job.next_run_time
 
     async def sync(self) -> None:
-        """Schedule every credential from its record (and notice read-only stores' keys)."""
+        """Schedule every credential from its record (and notice read-only stores' keys); the
+        rotation gauges follow the stored records, whoever wrote them."""
         for name in self._rotator.credentials:
             try:
                 if not self._rotator.writable:
-                    await self._rotator.run(name)  # notices a key its owner rotated
+                    outcome = await self._rotator.run(name)  # notices a key its owner rotated
+                    self._rotator.observe(outcome.record)
                     continue
                 record = await self._rotator.enroll(name)
+                self._rotator.observe(record)
             except RotationBusy:
                 continue
             except CredbrokerError as exc:

@@ -12,6 +12,7 @@ drops it when its holder dies, however it dies. Several hosts need the PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import re
@@ -270,8 +271,12 @@ class SqliteStateStore(SqliteBreakGlassRequests):
         if self._connection is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # Created 0600 (SQLite gives its -wal and -shm files the same mode): key ids and
-            # rotation history are nobody else's business.
-            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+            # rotation history are nobody else's business. Only when it does not exist yet:
+            # closing any descriptor of the file drops every POSIX lock this process holds on
+            # it, those of another connection to it in this process (the embedded store's
+            # watermark) included, and that connection then kept reading an old snapshot.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             db = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=5000")

@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.cleanup_ctx.append(_fallback_refresh)
     app.cleanup_ctx.append(_rotation_scheduler)
+    app.cleanup_ctx.append(_readiness_canary)
     app.cleanup_ctx.append(_compliance_scheduler)
     app.router.add_post("/v1/credentials", handlers.create_credentials)
     app.router.add_post("/v1/presign", handlers.create_presigned_url)
@@ -78,6 +79,12 @@ async def _rotation_scheduler(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await scheduler.close()
+
+
+async def _readiness_canary(app: web.Application) -> AsyncIterator[None]:
+    """/readyz's vend canary on its schedule (stopped by the runtime's close)."""
+    app[RUNTIME].readiness.start()
+    yield
 
 
 async def _compliance_scheduler(app: web.Application) -> AsyncIterator[None]:

@@ -8,9 +8,21 @@ cannot open it either. A probe slower than `deadline_seconds` is reported as a t
 to finish on its own (never a second one beside it). A breaker state change drops the cached
 result (`invalidate`), so readiness follows degraded mode at once.
 
-    200 "ready"      both stores answer
-    200 "degraded"   the secret store is unreachable, the read-only fallback serves reads
+Ready means a vend would succeed, so besides "do both stores answer" it asks (wiring.py
+names the checks): is every configured secret present and usable (`secrets`: the service key,
+the read-only fallback key, the admin keys of managed rotation credentials; a rolled-back store
+is refused here), is the fallback key fresh (`read_only_fallback`), and does the vend role mint
+a key that works (`vend_canary`: an AssumeRole with a one-prefix session policy plus one list of
+the first space with the minted key). The canary runs on a schedule (`Canary`, every
+`readiness.canary_seconds`), never per probe: /readyz reports its last result and age.
+
+    200 "ready"      every check passes
+    200 "degraded"   the secret store is unreachable (and only that fails, or checks that need
+                     it), the read-only fallback serves reads
     503 "not_ready"  anything else
+
+Each check's outcome is also a gauge (credbroker_readiness_check{check}), set at every answer
+and after every canary run.
 """
 
 from __future__ import annotations
@@ -31,6 +43,64 @@ Probe = Callable[[], Awaitable[None]]
 Checks = dict[str, dict[str, Any]]
 
 _UNREACHABLE = frozenset({SecretStoreUnavailable.code, "timeout"})
+CANARY = "vend_canary"
+
+
+class Canary:
+    """The last outcome of a check too costly to run per probe (the vend canary), run on
+    Readiness's schedule every `interval_seconds`; `latest` (a readiness probe) re-raises its
+    failure. Before the first run has ended, `latest` waits for it (one run at a time); a run
+    that never reached the check proper because the secret store was unreachable is run again
+    by the next `latest` (at most once per readiness cache interval), so readiness follows the
+    store's recovery without waiting for the schedule."""
+
+    def __init__(
+        self,
+        check: Probe,
+        *,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self.interval_seconds = interval_seconds
+        self._clock = clock
+        self._last: tuple[float, BaseException | None] | None = None
+        self._run: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    async def run_once(self) -> None:
+        """One run (or join the one in flight); its outcome becomes the latest."""
+        if self._run is None or self._run.done():
+            self._run = asyncio.create_task(self._once(), name="credbroker-readiness-canary")
+        await asyncio.shield(self._run)
+
+    async def _once(self) -> None:
+        self.runs += 1
+        failure: BaseException | None = None
+        try:
+            await self._check()
+        except Exception as exc:
+            failure = exc
+            if not isinstance(exc, CredbrokerError):
+                log.warning("vend canary failed: %s", type(exc).__name__)
+        self._last = (self._clock(), failure)
+
+    async def latest(self) -> None:
+        if self._last is None or _unreachable(self._last[1]):
+            await self.run_once()
+        assert self._last is not None
+        failure = self._last[1]
+        if failure is not None:
+            raise failure
+
+    def age_seconds(self) -> float | None:
+        return None if self._last is None else max(0.0, self._clock() - self._last[0])
+
+    async def close(self) -> None:
+        if self._run is not None and not self._run.done():
+            self._run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run
 
 
 class Readiness:
@@ -41,6 +111,9 @@ class Readiness:
         object_store: Probe,
         fallback: ReadOnlyFallback | None,
         freezes: Callable[[], Mapping[str, Any]] | None = None,
+        checks: Mapping[str, Probe] | None = None,
+        canary: Canary | None = None,
+        on_check: Callable[[str, bool], None] | None = None,
         cache_seconds: float = 1.0,
         deadline_seconds: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
@@ -48,7 +121,12 @@ class Readiness:
         self._probes: Mapping[str, Probe] = {
             "secret_store": secret_store,
             "object_store": object_store,
+            **(checks or {}),
+            **({CANARY: canary.latest} if canary is not None else {}),
         }
+        self._canary = canary
+        self._on_check = on_check
+        self._canary_task: asyncio.Task[None] | None = None
         self._fallback = fallback
         self._freezes = freezes
         self._cache_seconds = cache_seconds
@@ -73,12 +151,46 @@ class Readiness:
         checks = dict(await self._upstream())
         if self._fallback is not None:
             checks["read_only_fallback"] = _fallback_check(self._fallback)
+        if self._canary is not None and CANARY in checks:
+            age = self._canary.age_seconds()
+            checks[CANARY] = {
+                **checks[CANARY],
+                "age_seconds": None if age is None else round(age, 1),
+            }
+        if self._on_check is not None:
+            for name, check in checks.items():
+                self._on_check(name, bool(check["ok"]))
         status, body = _verdict(checks)
         if self._freezes is not None:
             body = _with_freezes(status, body, self._freezes())
         return status, body
 
+    def start(self) -> None:
+        """Run the canary now and then every canary interval (each run refreshes the gauges)."""
+        if self._canary is not None and self._canary_task is None:
+            self._canary_task = asyncio.create_task(
+                self._canary_forever(), name="credbroker-readiness-canary-schedule"
+            )
+
+    async def _canary_forever(self) -> None:
+        canary = self._canary
+        assert canary is not None
+        while True:
+            await canary.run_once()
+            self.invalidate()  # the next answer carries this run's outcome
+            with contextlib.suppress(Exception):  # an answer's own failures are in its checks
+                await self.report()  # sets the gauges
+            self.invalidate()  # an asker gets a fresh answer, not one cached by the schedule
+            await asyncio.sleep(canary.interval_seconds)
+
     async def close(self) -> None:
+        if self._canary_task is not None:
+            self._canary_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._canary_task
+            self._canary_task = None
+        if self._canary is not None:
+            await self._canary.close()
         for task in list(self._running):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,14 +248,26 @@ async def _outcome(name: str, probe: Probe) -> dict[str, Any]:
     return {"ok": True}
 
 
+def _unreachable(failure: BaseException | None) -> bool:
+    return isinstance(failure, CredbrokerError) and failure.code in _UNREACHABLE
+
+
 def _verdict(checks: Checks) -> tuple[int, dict[str, Any]]:
     store, objects = checks["secret_store"], checks["object_store"]
-    if store["ok"] and objects["ok"]:
+    if all(check["ok"] for check in checks.values()):
         return 200, {"status": "ready", "checks": checks}
+    # Degraded: the secret store is unreachable, and what else fails fails only because of it.
+    others = (
+        check
+        for name, check in checks.items()
+        if name not in {"secret_store", "object_store", "read_only_fallback"}
+    )
     if (
         objects["ok"]
-        and store["code"] in _UNREACHABLE
+        and not store["ok"]
+        and store.get("code") in _UNREACHABLE
         and checks.get("read_only_fallback", {}).get("ok")
+        and all(check["ok"] or check.get("code") in _UNREACHABLE for check in others)
     ):
         reason = (
             f"secret store unreachable ({store['message']}): reads are served with the "

@@ -130,12 +130,14 @@ class ErrorBody(_Answer):
 
 
 class ReadinessCheck(_Answer):
-    """One named check of GET /readyz (secret_store, object_store, read_only_fallback)."""
+    """One named check of GET /readyz (secret_store, object_store, secrets,
+    read_only_fallback, vend_canary)."""
 
     ok: bool
     code: str | None = None
     message: str | None = None
-    age_seconds: float | None = None  # the read-only fallback key's age; the control snapshot's
+    # the fallback key's age, the canary result's, or the control snapshot's
+    age_seconds: float | None = None
     max_staleness_seconds: float | None = None
     generation: int | None = None  # the state store change the control snapshot reflects
 
