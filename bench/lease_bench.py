@@ -90,6 +90,8 @@ class Metrics:
 
     def set_degraded(self, degraded: bool) -> None: ...
 
+    def count_frozen(self, action: str) -> None: ...
+
 
 class SyncInsert:
     """One awaited INSERT per vend: the cost the batched writer keeps off the hot path."""

@@ -88,12 +88,16 @@ class FakeMetrics:
     def __init__(self) -> None:
         self.parent_key_refreshes = 0
         self.degraded: list[bool] = []  # every set_degraded, in order
+        self.frozen: list[str] = []  # every count_frozen's action, in order
 
     def count_parent_key_refresh(self) -> None:
         self.parent_key_refreshes += 1
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.append(degraded)
+
+    def count_frozen(self, action: str) -> None:
+        self.frozen.append(action)
 
 
 # --- object store (STS issuer) ----------------------------------------------------------------
@@ -311,6 +315,156 @@ class MemorySecretStore:
 
     async def close(self) -> None:
         self.closed = True
+
+
+# --- control plane (principals, tokens, freezes) --------------------------------------------
+
+
+class MemoryPrincipalStore:
+    """ports.PrincipalStore in memory, with the contract's semantics (tests/contract/
+    test_principal_store_contract.py runs the real stores against the same rules). Several
+    ControlPlanes may share one, as replicas share a database; `fail` makes every call raise
+    StateStoreError (the store unreachable)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        from credbroker.domain import Freeze, Principal, TokenRecord
+
+        self.gen = 0
+        self.principal_rows: dict[str, Principal] = {}
+        self.token_rows: dict[str, TokenRecord] = {}
+        self.freeze_rows: dict[str, Freeze] = {}
+        self.fail = False
+        self.watchers: list[Any] = []
+
+    def _check(self) -> None:
+        from credbroker.errors import StateStoreError
+
+        if self.fail:
+            raise StateStoreError("memory store down")
+
+    def _bump(self) -> None:
+        self.gen += 1
+        for changed in self.watchers:
+            changed()
+
+    async def generation(self) -> int:
+        self._check()
+        return self.gen
+
+    async def control_state(self) -> Any:
+        from credbroker.domain import ControlState
+
+        self._check()
+        return ControlState(
+            self.gen,
+            tuple(sorted(self.principal_rows.values(), key=lambda p: p.id)),
+            tuple(t for t in self.token_rows.values() if t.revoked_at is None),
+            tuple(f for f in self.freeze_rows.values() if f.lifted_at is None),
+        )
+
+    async def principal(self, client_id: str) -> Any:
+        self._check()
+        return self.principal_rows.get(client_id)
+
+    async def principals(self) -> list[Any]:
+        self._check()
+        return sorted(self.principal_rows.values(), key=lambda p: p.id)
+
+    async def add_principal(self, principal: Any) -> None:
+        from credbroker.errors import PrincipalConflict
+
+        self._check()
+        if principal.id in self.principal_rows:
+            raise PrincipalConflict("exists", code="principal_exists")
+        self.principal_rows[principal.id] = principal
+        self._bump()
+
+    async def update_principal(self, principal: Any) -> None:
+        from credbroker.errors import NotFound
+
+        self._check()
+        current = self.principal_rows.get(principal.id)
+        if current is None or current.revoked_at is not None:
+            raise NotFound("no active principal")
+        self.principal_rows[principal.id] = principal
+        self._bump()
+
+    async def revoke_principal(self, client_id: str, at: datetime) -> None:
+        from dataclasses import replace
+
+        from credbroker.errors import NotFound
+
+        self._check()
+        current = self.principal_rows.get(client_id)
+        if current is None or current.revoked_at is not None:
+            raise NotFound("no active principal")
+        self.principal_rows[client_id] = replace(current, revoked_at=at, updated_at=at)
+        for token_id, token in list(self.token_rows.items()):
+            if token.client_id == client_id and token.revoked_at is None:
+                self.token_rows[token_id] = replace(token, revoked_at=at)
+        self._bump()
+
+    async def add_token(self, token: Any, *, max_active: int, now: datetime) -> None:
+        from credbroker.errors import NotFound, PrincipalConflict
+
+        self._check()
+        owner = self.principal_rows.get(token.client_id)
+        if owner is None or owner.revoked_at is not None:
+            raise NotFound("no active principal")
+        usable = [
+            t for t in self.token_rows.values() if t.client_id == token.client_id and t.usable(now)
+        ]
+        if len(usable) >= max_active:
+            raise PrincipalConflict("too many", code="too_many_tokens")
+        self.token_rows[token.id] = token
+        self._bump()
+
+    async def tokens(self, client_id: str) -> list[Any]:
+        self._check()
+        return [t for t in self.token_rows.values() if t.client_id == client_id]
+
+    async def revoke_token(self, client_id: str, token_id: str, at: datetime) -> Any:
+        from dataclasses import replace
+
+        from credbroker.errors import NotFound
+
+        self._check()
+        token = self.token_rows.get(token_id)
+        if token is None or token.client_id != client_id or token.revoked_at is not None:
+            raise NotFound("no such token")
+        self.token_rows[token_id] = revoked = replace(token, revoked_at=at)
+        self._bump()
+        return revoked
+
+    async def add_freeze(self, freeze: Any) -> None:
+        self._check()
+        self.freeze_rows[freeze.id] = freeze
+        self._bump()
+
+    async def lift_freeze(self, freeze_id: str, at: datetime, by: str) -> Any:
+        from dataclasses import replace
+
+        from credbroker.errors import NotFound
+
+        self._check()
+        freeze = self.freeze_rows.get(freeze_id)
+        if freeze is None or freeze.lifted_at is not None:
+            raise NotFound("no such freeze")
+        self.freeze_rows[freeze_id] = lifted = replace(freeze, lifted_at=at, lifted_by=by)
+        self._bump()
+        return lifted
+
+    async def freezes(self, *, active_only: bool) -> list[Any]:
+        self._check()
+        return [f for f in self.freeze_rows.values() if not active_only or f.lifted_at is None]
+
+    async def watch(self, changed: Any) -> None:
+        if changed not in self.watchers:
+            self.watchers.append(changed)
+
+    async def close(self) -> None: ...
 
 
 # --- the actor's directory (Confluence) ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The operator's command line: serve, check-config, secrets, keys, tokens and rotation."""
+"""The operator's command line: serve, check-config, secrets, keys, principals, tokens, freezes
+and rotation."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from credbroker import (
     cli_breakglass,
     cli_leases,
     cli_owner_rotated,
+    cli_principals,
     cli_secrets_copy,
     wiring,
 )
-from credbroker.callers.tokens import new_token
 from credbroker.config import Settings, load_settings, placeholder_token_hashes
 from credbroker.domain import utc_text
 from credbroker.errors import ConfigError, CredbrokerError, RotationBusy
@@ -91,10 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="print a new base64 AES-256 sealing key")
     p.set_defaults(func=lambda _args: print(new_key()) or 0)
 
-    clients = sub.add_parser("clients", help="client (automation rule) tokens")
-    csub = clients.add_subparsers(required=True, metavar="ACTION")
-    p = csub.add_parser("new-token", help="mint a token; prints it once, and its config hash")
-    p.set_defaults(func=_new_token)
+    cli_principals.register(sub, config_arg)  # clients, tokens, freeze, unfreeze
 
     p = sub.add_parser("rotate", help="run due rotations of the broker's own keys (or force one)")
     config_arg(p)
@@ -404,13 +402,6 @@ def _duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h {minutes}m"
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
-
-
-def _new_token(_args: argparse.Namespace) -> int:
-    token, digest = new_token()
-    print(f"token (give it to the automation rule, shown once): {token}")
-    print(f"config:  token_sha256: {digest}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -688,6 +688,15 @@ class LeasesConfig(_Model):
         return self
 
 
+class ControlConfig(_Model):
+    """The live control plane (principals, tokens, freezes in the state store): each replica
+    reloads its in-memory copy when the store's change number moves, checked this often (and at
+    once on a PostgreSQL NOTIFY). A change holds on every replica within this plus one reload:
+    below 2 s with the default."""
+
+    poll_seconds: float = Field(default=1.0, ge=0.05, le=1.5)
+
+
 # --- break-glass ------------------------------------------------------------------------------
 
 
@@ -738,6 +747,7 @@ class Settings(_Model):
     fallback: FallbackConfig | None = None
     rotation: RotationConfig = RotationConfig()
     state: StateConfig = SqliteStateConfig()
+    control: ControlConfig = ControlConfig()
     oidc: OidcConfig | None = None
     confluence: ConfluenceConfig | None = None
     break_glass: BreakGlassConfig = BreakGlassConfig()

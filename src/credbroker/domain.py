@@ -223,6 +223,115 @@ class RotationRecord:
     updated_at: datetime | None = None
 
 
+# --- the live control plane: principals, their tokens, freezes ----------------------------------
+
+
+class PrincipalSource(enum.StrEnum):
+    """Where a principal is defined: the state store (managed live) or the YAML config (a
+    read-only seed, changed only by editing the file and restarting)."""
+
+    STORE = "store"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A principal as the control plane keeps it: the Client the vend path sees, its own rate
+    limit (None: the configured default) and its history. Never a token or a token hash."""
+
+    client: Client
+    rate_per_second: float | None = None
+    burst: int | None = None
+    source: PrincipalSource = PrincipalSource.STORE
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_by: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.client.id
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+# A principal may hold this many usable tokens at once: a rule switches to the new one, then
+# the old one is revoked.
+MAX_ACTIVE_TOKENS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One bearer token of a principal: its id and the SHA-256 of the token (never the token).
+    Usable while not revoked and, when it has one, before its expiry."""
+
+    id: str
+    client_id: str
+    sha256: str = field(repr=False)
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_by: str | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @property
+    def hash_hint(self) -> str:
+        """The first 8 hex digits of the hash: enough to tell two tokens apart, never enough to
+        stand for the hash."""
+        return self.sha256[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """Vending stopped by an operator: everywhere (no space, no client), for a space, for a
+    client, or for one client in one space. Lifted, it stays as history."""
+
+    id: str
+    reason: str
+    created_at: datetime
+    space: str | None = None
+    client_id: str | None = None
+    created_by: str | None = None
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
+
+    @property
+    def is_global(self) -> bool:
+        return self.space is None and self.client_id is None
+
+    def matches(self, client_id: str, space: str) -> bool:
+        return (self.space is None or self.space == space) and (
+            self.client_id is None or self.client_id == client_id
+        )
+
+    def describe(self) -> str:
+        parts = [
+            f"space {self.space}" if self.space else "",
+            f"client {self.client_id}" if self.client_id else "",
+        ]
+        what = " and ".join(p for p in parts if p) or "every space and client"
+        return f"freeze {self.id} ({what}) since {utc_text(self.created_at)}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    """Everything the control plane keeps, as one consistent read of the state store:
+    `generation` grows with every change (replicas poll it, or are told by a notification)."""
+
+    generation: int
+    principals: tuple[Principal, ...]
+    tokens: tuple[TokenRecord, ...]  # not revoked (expired ones included: checked at use)
+    freezes: tuple[Freeze, ...]  # active ones
+
+
 @dataclass(frozen=True, slots=True)
 class PeerCertificate:
     """The client certificate the TLS handshake verified (mTLS): its subject common name and

@@ -12,6 +12,8 @@ class CredbrokerError(Exception):
     status = 500
     # Seconds after which trying again makes sense (503s), when the broker knows.
     retry_after: float | None = None
+    # False: a 503 that no wait cures (a freeze) goes out without a Retry-After header.
+    retry_after_header: bool = True
     # True once the use case wrote its own audit record of this refusal (the web layer then
     # writes none: one record per decision).
     audited: bool = False
@@ -276,14 +278,34 @@ class RevocationTooLarge(CredbrokerError):
     status = 409
 
 
+# --- the live control plane -------------------------------------------------------------------
+
+
+class Frozen(CredbrokerError):
+    """An operator froze vending for this space, client or everything (`credbroker freeze`).
+    No Retry-After: the freeze ends when a person lifts it, not after a time."""
+
+    code = "frozen"
+    status = 503
+    retry_after_header = False
+
+
 # --- break-glass ------------------------------------------------------------------------------
 
 
 class NotFound(CredbrokerError):
-    """No such thing (a break-glass request id nobody made)."""
+    """No such thing: a break-glass request id nobody made, a principal, token or freeze."""
 
     code = "not_found"
     status = 404
+
+
+class PrincipalConflict(CredbrokerError):
+    """The change contradicts what exists: a principal that exists already or was revoked, a
+    third active token, a principal the config file defines (read-only: `config_principal`)."""
+
+    code = "conflict"
+    status = 409
 
 
 class BreakGlassConflict(CredbrokerError):

@@ -30,12 +30,16 @@ class TokenBuckets:
         per_client: Mapping[str, Rate] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        live: Callable[[str], tuple[float | None, int | None]] | None = None,
         processes: int = 1,
     ) -> None:
-        """`processes`: how many processes share these rates (`serve --workers N`, each counting
-        alone): each grants its 1/N share, so together they never exceed the configured rate."""
+        """`live`: a principal's own (rate_per_second, burst) as the control plane knows it now
+        (None, None: not set there), asked before `per_client` and the default. `processes`: how
+        many processes share these rates (`serve --workers N`, each counting alone): each grants
+        its 1/N share, so together they never exceed the configured rate."""
         if processes < 1:
             raise ValueError("processes must be >= 1")
+        self._live = live
         self._processes = processes
         self._default = default
         self._rates = dict(per_client or {})
@@ -43,7 +47,7 @@ class TokenBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
 
     def try_acquire(self, client_id: str) -> float:
-        rate = self._share(self._rates.get(client_id, self._default))
+        rate = self._share(self._rate(client_id))
         now = self._clock()
         tokens, at = self._buckets.get(client_id, (float(rate.burst), now))
         tokens = min(float(rate.burst), tokens + max(0.0, now - at) * rate.per_second)
@@ -52,6 +56,15 @@ class TokenBuckets:
             return 0.0
         self._buckets[client_id] = (tokens, now)
         return (1.0 - tokens) / rate.per_second
+
+    def _rate(self, client_id: str) -> Rate:
+        base = self._rates.get(client_id, self._default)
+        if self._live is None:
+            return base
+        per_second, burst = self._live(client_id)
+        if per_second is None and burst is None:
+            return base
+        return Rate(per_second or self._default.per_second, burst or self._default.burst)
 
     def _share(self, rate: Rate) -> Rate:
         if self._processes == 1:

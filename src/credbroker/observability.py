@@ -126,6 +126,31 @@ class Metrics:
             ["credential"],
             registry=self.live,
         )
+
+        self.frozen_refusals = Counter(
+            "credbroker_frozen_refusals_total",
+            "Vends and presigns refused by a freeze",
+            ["action"],
+            registry=r,
+        )
+        self.freezes_active = Gauge(
+            "credbroker_freezes_active",
+            "Active freezes in this replica's snapshot",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.control_generation = Gauge(
+            "credbroker_control_generation",
+            "The state store's change number this replica's principals and freezes reflect",
+            registry=r,
+            multiprocess_mode="livemin",  # the worker furthest behind
+        )
+        self.control_refresh_failures = Counter(
+            "credbroker_control_refresh_failures_total",
+            "Refreshes of principals and freezes the state store did not answer",
+            registry=r,
+        )
+
         self.rotation_next_due = Gauge(
             "credbroker_rotation_next_due_timestamp_seconds",
             "When the state store says the next rotation run of a credential is due (Unix "
@@ -200,6 +225,18 @@ class Metrics:
 
     def set_degraded(self, degraded: bool) -> None:
         self.degraded.set(1 if degraded else 0)
+
+    def count_frozen(self, action: str) -> None:
+        self.frozen_refusals.labels(action).inc()
+
+    # --- ports.ControlMetrics -----------------------------------------------------------------
+
+    def control_refreshed(self, generation: int, active_freezes: int) -> None:
+        self.control_generation.set(generation)
+        self.freezes_active.set(active_freezes)
+
+    def count_control_refresh_failure(self) -> None:
+        self.control_refresh_failures.inc()
 
     def count_secret_refused(self, reason: str) -> None:
         """The embedded store refused a rolled-back ("rolled_back") or swapped record."""

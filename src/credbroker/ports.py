@@ -18,10 +18,14 @@ from credbroker.domain import (
     BreakGlassRequest,
     CallerProof,
     Client,
+    ControlState,
+    Freeze,
+    Principal,
     RotationRecord,
     Scope,
     SecretVersion,
     SessionKey,
+    TokenRecord,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +131,22 @@ class BrokerMetrics(Protocol):
         """Reads are (True) or are no longer (False) served by the read-only fallback."""
         ...
 
+    def count_frozen(self, action: str) -> None:
+        """A vend or presign (`action`) was refused by a freeze."""
+        ...
+
+
+class ControlMetrics(Protocol):
+    """What the control plane reports (observability.Metrics)."""
+
+    def control_refreshed(self, generation: int, active_freezes: int) -> None:
+        """The snapshot now reflects `generation` of the state store."""
+        ...
+
+    def count_control_refresh_failure(self) -> None:
+        """The state store did not answer a refresh: the last snapshot stays in use."""
+        ...
+
 
 class RotationMetrics(Protocol):
     """What the rotation use case reports (observability.Metrics)."""
@@ -189,6 +209,15 @@ class TokenCheck(Protocol):
 
     def authenticate(self, authorization: str | None) -> Client:
         """Resolve an Authorization header to a client, or raise Unauthenticated."""
+        ...
+
+
+class FreezeCheck(Protocol):
+    """Is vending frozen for this client in this space? Answered from memory (the control
+    plane's snapshot): the vend path does no database round trip for it."""
+
+    def frozen(self, client_id: str, space: str) -> Freeze | None:
+        """The active freeze that matches (the oldest), or None."""
         ...
 
 
@@ -366,6 +395,79 @@ class RevocationEnforcer(Protocol):
 
     async def apply(self, denials: Denials) -> Enforcement:
         """Make the object store refuse exactly `denials` (replacing the previous set)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- the live control plane -------------------------------------------------------------------
+
+
+class PrincipalStore(Protocol):
+    """Principals, their token hashes and freezes, shared by every replica (the state store:
+    SQLite on one host, PostgreSQL for several). Every change bumps one generation number in
+    the same transaction, so a replica learns of any change by reading one integer (and, on
+    PostgreSQL, by a NOTIFY sent on commit).
+
+    Errors: StateStoreError; NotFound for an unknown id; PrincipalConflict for an id that
+    exists already, or a token past MAX_ACTIVE_TOKENS. Tokens are stored as SHA-256 hashes only.
+    """
+
+    kind: str
+
+    async def generation(self) -> int:
+        """The number of changes ever made (cheap: polled every second)."""
+        ...
+
+    async def control_state(self) -> ControlState:
+        """One consistent read: every principal (revoked ones too), every token not revoked,
+        every active freeze."""
+        ...
+
+    async def principal(self, client_id: str) -> Principal | None: ...
+
+    async def principals(self) -> list[Principal]:
+        """Every principal, revoked ones too, ordered by id."""
+        ...
+
+    async def add_principal(self, principal: Principal) -> None:
+        """PrincipalConflict if the id exists (revoked ones included: ids are never reused)."""
+        ...
+
+    async def update_principal(self, principal: Principal) -> None:
+        """Replace the limits of an active principal; NotFound if none has that id."""
+        ...
+
+    async def revoke_principal(self, client_id: str, at: datetime) -> None:
+        """Revoke the principal and every token it holds; NotFound if no active one."""
+        ...
+
+    async def add_token(self, token: TokenRecord, *, max_active: int, now: datetime) -> None:
+        """Store a new token of an active principal, atomically refusing (PrincipalConflict)
+        when it already holds `max_active` usable tokens at `now`."""
+        ...
+
+    async def tokens(self, client_id: str) -> list[TokenRecord]:
+        """Every token of the principal, revoked ones too, oldest first."""
+        ...
+
+    async def revoke_token(self, client_id: str, token_id: str, at: datetime) -> TokenRecord:
+        """NotFound unless the principal holds a token with that id not yet revoked."""
+        ...
+
+    async def add_freeze(self, freeze: Freeze) -> None: ...
+
+    async def lift_freeze(self, freeze_id: str, at: datetime, by: str) -> Freeze:
+        """NotFound unless an active freeze has that id."""
+        ...
+
+    async def freezes(self, *, active_only: bool) -> list[Freeze]:
+        """Oldest first."""
+        ...
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Call `changed` (on the event loop) when another process may have changed something;
+        a store that cannot tell (SQLite) does nothing, and the caller polls `generation`."""
         ...
 
     async def close(self) -> None: ...

@@ -1,4 +1,5 @@
-"""The vend path, top to bottom: authorize -> scope -> policy -> parent key -> issue -> audit.
+"""The vend path, top to bottom: authorize -> freeze -> scope -> policy -> parent key -> issue ->
+audit.
 
 Callers are authenticated before they get here (the web layer owns headers). Everything the
 request says is validated on the way to the policy; nothing is cleaned up silently.
@@ -32,6 +33,7 @@ from credbroker.domain import (
 from credbroker.errors import (
     ActorCheckUnavailable,
     ActorNotPermitted,
+    Frozen,
     InvalidRequest,
     KeyOutlivesRequest,
     NotAllowed,
@@ -50,6 +52,7 @@ from credbroker.ports import (
     ActorDirectory,
     AuditSink,
     BrokerMetrics,
+    FreezeCheck,
     Issuer,
     LeaseSink,
     ReadOnlyKeys,
@@ -127,11 +130,13 @@ class Broker:
         metrics: BrokerMetrics,
         flavor: Flavor,
         fallback: ReadOnlyKeys | None = None,
+        freezes: FreezeCheck | None = None,
         actors: ActorDirectory | None = None,
         leases: LeaseSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS,
     ) -> None:
+        self._freezes = freezes
         self._spaces = spaces
         self._flavor = flavor
         self._clock_skew = timedelta(seconds=clock_skew_seconds)
@@ -147,6 +152,7 @@ class Broker:
 
     async def vend(self, client: Client, request: VendRequest) -> Vended:
         scope, policy = await self._authorize(client, request.space, request.access, request.prefix)
+        await self._check_freeze("vend", client, request.space, scope)
         verified = await self._check_actor(client, request.space, scope.access, request.actor)
         ttl = self._clamp_ttl(client, request.ttl_seconds)
         lease_id = _new_lease_id()
@@ -185,6 +191,7 @@ class Broker:
         scope, policy = await self._authorize(
             client, request.space, access, None, object_key=request.key
         )
+        await self._check_freeze("presign", client, request.space, scope)
         verified = await self._check_actor(client, request.space, access, request.actor)
         key = request.key  # validated by the policy builder, never changed
         expires_in = self._clamp_presign_ttl(client, request.ttl_seconds)
@@ -278,6 +285,32 @@ class Broker:
             exc.audited = True
             raise
         return scope, policy
+
+    async def _check_freeze(self, action: str, client: Client, space: str, scope: Scope) -> None:
+        """Refuse (503 frozen, audited, counted) while an operator's freeze matches. Checked
+        after authorization, so a caller learns of a freeze only for what it may have."""
+        freezes = self._freezes
+        freeze = freezes.frozen(client.id, space) if freezes is not None else None
+        if freeze is None:
+            return
+        self._metrics.count_frozen(action)
+        await self._audit.record(
+            {
+                "ts": self._clock().isoformat(),
+                "event": "denied",
+                "client": client.id,
+                "space": space,
+                "access": scope.access.value,
+                "code": Frozen.code,
+                "freeze_id": freeze.id,
+            }
+        )
+        refused = Frozen(
+            f"vending is frozen by an operator: {freeze.describe()}. It resumes when the freeze "
+            "is lifted (credbroker unfreeze)"
+        )
+        refused.audited = True
+        raise refused
 
     async def _check_actor(
         self, client: Client, space: str, access: Access, actor: str | None

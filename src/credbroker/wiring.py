@@ -28,7 +28,7 @@ from credbroker.breakglass import BreakGlass, BreakGlassRules
 from credbroker.callers.certificates import CertificateAuth, CertificateRule
 from credbroker.callers.composite import CallerAuthChain
 from credbroker.callers.oidc import ClaimMapping, OidcAuth, OidcSettings
-from credbroker.callers.tokens import TokenAuth
+from credbroker.callers.tokens import LiveTokenAuth, TokenAuth, new_token
 from credbroker.compliance.check import ComplianceCheck, RotationPolicy
 from credbroker.compliance.html import write_report
 from credbroker.compliance.job import DailyCompliance
@@ -43,7 +43,16 @@ from credbroker.config import (
     VaultAppRoleAuth,
     VaultStoreConfig,
 )
-from credbroker.domain import Access, AccessKey, BreakerState, Scope, SecretVersion
+from credbroker.control import ControlPlane, Seed, freeze_dict
+from credbroker.domain import (
+    Access,
+    AccessKey,
+    BreakerState,
+    Principal,
+    PrincipalSource,
+    Scope,
+    SecretVersion,
+)
 from credbroker.errors import (
     ConfigError,
     CredbrokerError,
@@ -70,6 +79,7 @@ from credbroker.ports import (
     KeyDriver,
     LeaseLog,
     Notifier,
+    PrincipalStore,
     RevocationEnforcer,
     SecretStore,
     StateStore,
@@ -87,6 +97,8 @@ from credbroker.vend import Broker
 from credbroker.web.readiness import Canary, Readiness
 
 if TYPE_CHECKING:
+    from credbroker.state.control_postgres import PostgresControlStore
+    from credbroker.state.control_sqlite import SqliteControlStore
     from credbroker.state.postgres import PostgresStateStore
     from credbroker.state.sqlite import SqliteStateStore
 
@@ -523,6 +535,77 @@ async def _open_state_store(settings: Settings) -> SqliteStateStore | PostgresSt
     return await SqliteStateStore.open(config.path)
 
 
+# --- the live control plane (principals, tokens, freezes) ---------------------------------------
+
+
+async def build_principal_store(settings: Settings) -> PrincipalStore:
+    """The state store's principals, token hashes and freezes: built by `serve` whether or not
+    rotation is configured, and by the `clients`, `tokens` and `freeze` commands."""
+    return await _open_control_store(settings)
+
+
+async def _open_control_store(settings: Settings) -> SqliteControlStore | PostgresControlStore:
+    config = settings.state
+    if isinstance(config, PostgresStateConfig):
+        from credbroker.state.control_postgres import PostgresControlStore
+
+        return await PostgresControlStore.open(
+            config.dsn.resolve(),
+            schema=config.schema_name,
+            timeout_seconds=config.timeout_seconds,
+        )
+    from credbroker.state.control_sqlite import SqliteControlStore
+
+    return await SqliteControlStore.open(config.path)
+
+
+def config_seeds(settings: Settings) -> list[Seed]:
+    """The config file's clients: a read-only seed of the control plane."""
+    return [
+        Seed(
+            Principal(
+                client=c.to_client(),
+                rate_per_second=c.rate_per_second,
+                burst=c.burst,
+                source=PrincipalSource.CONFIG,
+            ),
+            c.token_sha256,
+        )
+        for c in settings.clients
+    ]
+
+
+@asynccontextmanager
+async def control_plane(
+    settings: Settings, audit: AuditSink, metrics: Metrics | None = None, *, watch: bool = True
+) -> AsyncIterator[ControlPlane]:
+    """The control plane over the state store, loaded; with `watch` (the server) it keeps its
+    snapshot current in a background task until exit. The store is closed on exit."""
+    async with AsyncExitStack() as stack:
+        store = await build_principal_store(settings)
+        stack.push_async_callback(store.close)
+        control = ControlPlane(
+            store,
+            seed=config_seeds(settings),
+            spaces=settings.spaces,
+            audit=audit,
+            mint=new_token,
+            metrics=metrics,
+            poll_seconds=settings.control.poll_seconds,
+        )
+        await control.refresh(force=True)
+        if watch:
+            task = asyncio.create_task(control.run(), name="credbroker-control-refresh")
+
+            async def stop() -> None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            stack.push_async_callback(stop)
+        yield control
+
+
 def managed_credential(
     settings: Settings, config: ManagedKeyConfig, driver: KeyDriver
 ) -> ManagedKey:
@@ -815,11 +898,12 @@ class Runtime:
     lease_writer: BatchedLeaseWriter | None = None
     revoker: Revoker | None = None
     lease_jobs: LeaseJobs | None = None
+    control: ControlPlane | None = None
     compliance: DailyCompliance | None = None  # the daily check (compliance.scheduler)
     break_glass: BreakGlass | None = None
 
 
-def build_limits(settings: Settings) -> Limits:
+def build_limits(settings: Settings, control: ControlPlane | None = None) -> Limits:
     """Fair use, in memory (each replica counts alone): a rate per client, the in-flight cap."""
     config = settings.limits
     default = Rate(config.rate_per_second, config.burst)
@@ -829,7 +913,12 @@ def build_limits(settings: Settings) -> Limits:
         if c.rate_per_second is not None or c.burst is not None
     }
     return Limits(
-        rate=TokenBuckets(default, per_client, processes=settings.server.workers),
+        rate=TokenBuckets(
+            default,
+            per_client,
+            live=control.rate_of if control else None,
+            processes=settings.server.workers,
+        ),
         in_flight=InFlightCap(config.max_in_flight),
         body_timeout_seconds=config.body_timeout_seconds,
     )
@@ -887,6 +976,7 @@ def build_readiness(
     store: ResilientSecretStore,
     issuer: Issuer,
     fallback: ReadOnlyFallback | None,
+    control: ControlPlane | None = None,
     *,
     metrics: Metrics | None = None,
 ) -> Readiness:
@@ -933,6 +1023,7 @@ def build_readiness(
         secret_store=store.probe,
         object_store=issuer.check,
         fallback=fallback,
+        freezes=control_report(control) if control is not None else None,
         checks={"secrets": secrets},
         canary=Canary(vend_canary, interval_seconds=settings.readiness.canary_seconds),
         on_check=metrics.set_readiness_check if metrics is not None else None,
@@ -941,6 +1032,23 @@ def build_readiness(
     )
     store.breaker.subscribe(readiness.invalidate)
     return readiness
+
+
+def control_report(control: ControlPlane) -> Callable[[], dict[str, Any]]:
+    def report() -> dict[str, Any]:
+        snapshot = control.snapshot
+        glob = control.global_freeze()
+        return {
+            "check": {
+                "ok": True,
+                "generation": snapshot.generation,
+                "age_seconds": round(control.age_seconds(), 1),
+            },
+            "freezes": [freeze_dict(f) for f in snapshot.freezes],
+            "global": glob.describe() if glob is not None else None,
+        }
+
+    return report
 
 
 @asynccontextmanager
@@ -957,12 +1065,14 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
         stack.push_async_callback(audit.close)
         credentials = build_credentials(settings, store)
         fallback = build_fallback(settings, store, metrics)
-        readiness = build_readiness(settings, store, issuer, fallback, metrics=metrics)
+        control = await stack.enter_async_context(control_plane(settings, audit, metrics))
+        readiness = build_readiness(settings, store, issuer, fallback, control, metrics=metrics)
         stack.push_async_callback(readiness.close)
         actors = build_actor_directory(settings, store)
         if actors is not None:
             stack.push_async_callback(actors.close)
-        state = await _open_state_store(settings)  # leases (and principals) need it always
+        # Leases and break-glass requests need it always (principals: control_plane above).
+        state = await _open_state_store(settings)
         stack.push_async_callback(state.close)
         lease_writer = BatchedLeaseWriter(
             state,
@@ -981,11 +1091,12 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             metrics=metrics,
             flavor=settings.object_store.flavor,
             fallback=fallback,
+            freezes=control,
             actors=actors,
             leases=lease_writer,
             clock_skew_seconds=settings.object_store.clock_skew_seconds,
         )
-        caller_auth = build_caller_auth(settings)
+        caller_auth = build_caller_auth(settings, LiveTokenAuth(control))
         stack.push_async_callback(caller_auth.close)
         rotator: Rotator | None = None
         scheduler: RotationScheduler | None = None
@@ -1007,11 +1118,9 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
                 )
         notifier = build_notifier(settings, metrics)
         stack.push_async_callback(notifier.close)
-        break_glass_state = await _open_state_store(settings)
-        stack.push_async_callback(break_glass_state.close)
         break_glass = build_break_glass(
             settings,
-            state=break_glass_state,
+            state=state,
             issuer=issuer,
             credentials=credentials,
             audit=audit,
@@ -1034,7 +1143,8 @@ async def runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime
             rotator=rotator,
             scheduler=scheduler,
             readiness=readiness,
-            limits=build_limits(settings),
+            limits=build_limits(settings, control),
+            control=control,
             leases=state,
             lease_writer=lease_writer,
             revoker=revoker,

@@ -43,13 +43,15 @@ SHIPPED: dict[str, dict[int, str]] = {
         1: "b03177202f4e5976dddfcb00b2695e4a576d8aa10d0f8bccd8dae15856f4b291",
         2: "bb718f51f3468aba64c9ff8e1d3b0deebb2329378fcde65161e227c74bb279ea",
         3: "a6c3b6d4859e7edd5481f26e98f896187bad6572e95216e4b6daff9c661e67e6",
-        4: "700247442e7c58256db0a46e858f868a5bf48a058c3db6849cbef92986a5a9ea",
+        4: "0656cfe9944d86dcc491d08463cc6e4186b6ad01d0ca80d9c882c137171dd842",
+        5: "700247442e7c58256db0a46e858f868a5bf48a058c3db6849cbef92986a5a9ea",
     },
     "postgres": {
         1: "791c6f488cdb7fbddd09872dcc429b6d7dfb2726ce0e1e07c8d7a90f0ee81094",
         2: "e0bcfe4a300cc6c9e240a8de2d7844d1f2645e4250bc05bedd1ddf3533d041e7",
         3: "8ea961baec98ce64baf378c892ab5c50def1cf23b4aba24ad3684bf3b7cef4fa",
-        4: "36c17b41f26ec63db49052eb106a7fad9bee2b2d7a32ab16de2ab3dfc2d2ef8d",
+        4: "4b3eea1d62a118f8111f9e294785b7d9c6dfc5c31a81991900ae5503164994dc",
+        5: "36c17b41f26ec63db49052eb106a7fad9bee2b2d7a32ab16de2ab3dfc2d2ef8d",
     },
 }
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {

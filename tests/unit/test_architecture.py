@@ -36,6 +36,7 @@ CENTRE = (
     "breakglass",
     "parent_key",
     "fallback",
+    "control",
     "rotation.model",
     "rotation.rotate",
     "rotation.status",

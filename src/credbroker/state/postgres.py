@@ -22,7 +22,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
@@ -90,7 +90,59 @@ MIGRATIONS: tuple[Migration, ...] = checked(
             "break_glass_requests: dual-control break-glass requests (ids and times only)",
             (BREAK_GLASS_TABLE,),
         ),
-        Migration(4, "leases and revocations", LEASE_MIGRATION_SQL),
+        Migration(
+            4,
+            "principals, principal_tokens, freezes, control_generation: the live control plane",
+            (
+                (
+                    "CREATE TABLE {schema}.principals ("
+                    "id text PRIMARY KEY, "
+                    "roles text NOT NULL, "
+                    "spaces text NOT NULL, "
+                    "max_access text NOT NULL, "
+                    "max_ttl_seconds integer NOT NULL, "
+                    "rate_per_second double precision, "
+                    "burst integer, "
+                    "created_at timestamptz NOT NULL, "
+                    "updated_at timestamptz NOT NULL, "
+                    "revoked_at timestamptz, "
+                    "created_by text"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE {schema}.principal_tokens ("
+                    "id text PRIMARY KEY, "
+                    "client_id text NOT NULL REFERENCES {schema}.principals (id), "
+                    "sha256 text NOT NULL UNIQUE, "
+                    "created_at timestamptz NOT NULL, "
+                    "expires_at timestamptz, "
+                    "revoked_at timestamptz, "
+                    "created_by text"
+                    ")"
+                ),
+                "CREATE INDEX principal_tokens_client ON {schema}.principal_tokens (client_id)",
+                (
+                    "CREATE TABLE {schema}.freezes ("
+                    "id text PRIMARY KEY, "
+                    "space text, "
+                    "client_id text, "
+                    "reason text NOT NULL, "
+                    "created_at timestamptz NOT NULL, "
+                    "created_by text, "
+                    "lifted_at timestamptz, "
+                    "lifted_by text"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE {schema}.control_generation ("
+                    "id integer PRIMARY KEY CHECK (id = 1), "
+                    "generation bigint NOT NULL"
+                    ")"
+                ),
+                "INSERT INTO {schema}.control_generation (id, generation) VALUES (1, 0)",
+            ),
+        ),
+        Migration(5, "leases and revocations", LEASE_MIGRATION_SQL),
     )
 )
 
@@ -112,7 +164,7 @@ class PostgresStateStore(PostgresLeases, PostgresBreakGlassRequests):
     @classmethod
     async def open(
         cls, dsn: str, *, schema: str = "credbroker", timeout_seconds: float = 10.0
-    ) -> PostgresStateStore:
+    ) -> Self:
         if not _SCHEMA.fullmatch(schema):
             raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
         try:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from credbroker.domain import RotationRecord
 from credbroker.errors import RotationBusy, StateStoreError
@@ -86,7 +86,59 @@ MIGRATIONS: tuple[Migration, ...] = checked(
             "break_glass_requests: dual-control break-glass requests (ids and times only)",
             (BREAK_GLASS_TABLE,),
         ),
-        Migration(4, "leases and revocations", LEASE_MIGRATION_SQL),
+        Migration(
+            4,
+            "principals, principal_tokens, freezes, control_generation: the live control plane",
+            (
+                (
+                    "CREATE TABLE principals ("
+                    "id TEXT PRIMARY KEY, "
+                    "roles TEXT NOT NULL, "
+                    "spaces TEXT NOT NULL, "
+                    "max_access TEXT NOT NULL, "
+                    "max_ttl_seconds INTEGER NOT NULL, "
+                    "rate_per_second REAL, "
+                    "burst INTEGER, "
+                    "created_at TEXT NOT NULL, "
+                    "updated_at TEXT NOT NULL, "
+                    "revoked_at TEXT, "
+                    "created_by TEXT"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE principal_tokens ("
+                    "id TEXT PRIMARY KEY, "
+                    "client_id TEXT NOT NULL REFERENCES principals (id), "
+                    "sha256 TEXT NOT NULL UNIQUE, "
+                    "created_at TEXT NOT NULL, "
+                    "expires_at TEXT, "
+                    "revoked_at TEXT, "
+                    "created_by TEXT"
+                    ")"
+                ),
+                "CREATE INDEX principal_tokens_client ON principal_tokens (client_id)",
+                (
+                    "CREATE TABLE freezes ("
+                    "id TEXT PRIMARY KEY, "
+                    "space TEXT, "
+                    "client_id TEXT, "
+                    "reason TEXT NOT NULL, "
+                    "created_at TEXT NOT NULL, "
+                    "created_by TEXT, "
+                    "lifted_at TEXT, "
+                    "lifted_by TEXT"
+                    ")"
+                ),
+                (
+                    "CREATE TABLE control_generation ("
+                    "id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "generation INTEGER NOT NULL"
+                    ")"
+                ),
+                "INSERT INTO control_generation (id, generation) VALUES (1, 0)",
+            ),
+        ),
+        Migration(5, "leases and revocations", LEASE_MIGRATION_SQL),
     )
 )
 
@@ -102,7 +154,7 @@ class SqliteStateStore(SqliteLeases, SqliteBreakGlassRequests):
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStateStore:
+    async def open(cls, path: Path) -> Self:
         """Create the file (and its folder) if needed and apply pending migrations."""
         store = cls(path)
         try:

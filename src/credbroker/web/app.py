@@ -12,7 +12,7 @@ from aiohttp import web
 from credbroker import wiring
 from credbroker.config import Settings
 from credbroker.observability import Metrics
-from credbroker.web import admin, admin_breakglass, admin_leases, handlers
+from credbroker.web import admin, admin_breakglass, admin_leases, admin_principals, handlers
 from credbroker.web.appkeys import METRICS, RUNTIME, SETTINGS
 from credbroker.web.errors import error_middleware
 from credbroker.web.limits import limits_middleware
@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/v1/admin/rotations", admin.list_rotations)
     app.router.add_post("/v1/admin/rotations/{name}", admin.rotate)
+    admin_principals.add_routes(app.router)
     admin_breakglass.add_routes(app.router)
     admin_leases.add_routes(app.router)
     return app

@@ -33,10 +33,15 @@ class ClientGone(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, *, retry_after: float | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    retry_after_header: bool = True,
 ) -> web.Response:
     response = web.json_response({"error": {"code": code, "message": message}}, status=status)
-    if status in (429, 503):
+    if status in (429, 503) and retry_after_header:
         # The limiter's or the breaker's own next-try time when known, in whole seconds (1-60).
         seconds = DEFAULT_RETRY_AFTER if retry_after is None else math.ceil(retry_after)
         response.headers["Retry-After"] = str(min(60, max(1, seconds)))
@@ -63,7 +68,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.warning("%s %s: %s (%s)", request.method, route, exc.message, exc.code)
         if not exc.audited:
             await _audit_refusal(request, route, exc.status, exc.code)
-        response = error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+        response = error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            retry_after=exc.retry_after,
+            retry_after_header=exc.retry_after_header,
+        )
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="credbroker"'  # RFC 6750
         return response

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from credbroker import __version__
+from credbroker.web import schemas_principals
 from credbroker.web.schemas import (
     Credentials,
     CredentialsBody,
@@ -63,6 +64,7 @@ def document() -> dict[str, Any]:
         (Readiness, "serialization"),
         (RotationOutcome, "serialization"),
         (RotationStatuses, "serialization"),
+        *schemas_principals.OPENAPI_MODELS,
         *admin_breakglass.OPENAPI_MODELS,
         *admin_leases.MODELS,
     ]
@@ -168,6 +170,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **schemas_principals.openapi_paths(json_content, errors),
             **admin_breakglass.openapi_paths(json_content, errors),
             **admin_leases.openapi_paths(json_content, errors),
             "/openapi.json": {

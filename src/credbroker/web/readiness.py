@@ -110,6 +110,7 @@ class Readiness:
         secret_store: Probe,
         object_store: Probe,
         fallback: ReadOnlyFallback | None,
+        freezes: Callable[[], Mapping[str, Any]] | None = None,
         checks: Mapping[str, Probe] | None = None,
         canary: Canary | None = None,
         on_check: Callable[[str, bool], None] | None = None,
@@ -127,6 +128,7 @@ class Readiness:
         self._on_check = on_check
         self._canary_task: asyncio.Task[None] | None = None
         self._fallback = fallback
+        self._freezes = freezes
         self._cache_seconds = cache_seconds
         self._deadline = deadline_seconds
         self._clock = clock
@@ -158,7 +160,10 @@ class Readiness:
         if self._on_check is not None:
             for name, check in checks.items():
                 self._on_check(name, bool(check["ok"]))
-        return _verdict(checks)
+        status, body = _verdict(checks)
+        if self._freezes is not None:
+            body = _with_freezes(status, body, self._freezes())
+        return status, body
 
     def start(self) -> None:
         """Run the canary now and then every canary interval (each run refreshes the gauges)."""
@@ -270,6 +275,19 @@ def _verdict(checks: Checks) -> tuple[int, dict[str, Any]]:
         )
         return 200, {"status": "degraded", "reason": reason, "checks": checks}
     return 503, {"status": "not_ready", "checks": checks}
+
+
+def _with_freezes(status: int, body: dict[str, Any], control: Mapping[str, Any]) -> dict[str, Any]:
+    """Freezes are reported, never a reason to leave the load balancer: a frozen replica must
+    answer callers with 503 `frozen` and the operator's reason, which an address taken out of
+    rotation cannot. A global freeze turns "ready" into "frozen" (200)."""
+    body = {**body, "checks": {**body["checks"], "control": control["check"]}}
+    if control["freezes"]:
+        body["freezes"] = control["freezes"]
+        if status == 200 and control["global"]:
+            body["status"] = "frozen"
+            body["reason"] = "every vend and presign is frozen: " + control["global"]
+    return body
 
 
 def _fallback_check(fallback: ReadOnlyFallback) -> dict[str, Any]:

@@ -136,16 +136,33 @@ class ReadinessCheck(_Answer):
     ok: bool
     code: str | None = None
     message: str | None = None
-    age_seconds: float | None = None  # the fallback key's age, or the canary result's
+    # the fallback key's age, the canary result's, or the control snapshot's
+    age_seconds: float | None = None
     max_staleness_seconds: float | None = None
+    generation: int | None = None  # the state store change the control snapshot reflects
+
+
+class FreezeView(_Answer):
+    """One freeze (docs/control-plane.md): null space and client means everything."""
+
+    id: str
+    space: str | None
+    client: str | None
+    reason: str
+    created_at: str | None = Field(alias="createdAt")
+    created_by: str | None = Field(alias="createdBy")
+    lifted_at: str | None = Field(alias="liftedAt")
+    lifted_by: str | None = Field(alias="liftedBy")
 
 
 class Readiness(_Answer):
-    """GET /readyz: 200 ready or degraded (reads served read-only), 503 not_ready."""
+    """GET /readyz: 200 ready, degraded (reads served read-only) or frozen (a global freeze:
+    every vend gets 503 frozen with the reason), 503 not_ready. Active freezes are listed."""
 
-    status: Literal["ready", "degraded", "not_ready"]
+    status: Literal["ready", "degraded", "frozen", "not_ready"]
     reason: str | None = None
     checks: dict[str, ReadinessCheck]
+    freezes: list[FreezeView] | None = None
 
 
 class RotationOutcome(_Answer):
