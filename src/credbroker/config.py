@@ -452,12 +452,17 @@ class ConfluenceConfig(_Model):
     """The Confluence site asked whether a rule's actor may view or edit a space."""
 
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^?#]+$")]
-    # cloud: https://SITE.atlassian.net (REST under /wiki). Data Center is not supported yet.
-    deployment: Literal["cloud"] = "cloud"
-    # basic: an Atlassian account's email + API token; bearer: an OAuth 2.0 access token.
+    # cloud: https://SITE.atlassian.net (REST under /wiki); the actor is an account id.
+    # datacenter: https://wiki.example.internal (Data Center / Server 7.9+); the actor is a
+    # username or a user key (actor_id), the credential a personal access token (auth: bearer).
+    deployment: Literal["cloud", "datacenter"] = "cloud"
+    # basic: an Atlassian account's email + API token; bearer: an OAuth 2.0 access token
+    # (cloud) or a personal access token (datacenter, which takes only bearer).
     auth: Literal["basic", "bearer"] = "basic"
     # Secret-store path: fields email and api_token (basic), or token (bearer).
     credentials_path: Annotated[str, StringConstraints(min_length=1)]
+    # datacenter only: what the rule sends as `actor`, a username or a user key.
+    actor_id: Literal["username", "key"] = "username"
     timeout_seconds: float = Field(default=3.0, gt=0, le=30)
     # An answer (yes or no) is reused this long per space, actor and access.
     cache_seconds: float = Field(default=60.0, ge=0, le=3600)
@@ -465,6 +470,17 @@ class ConfluenceConfig(_Model):
     max_retry_after_seconds: float = Field(default=2.0, ge=0, le=30)
     verify_tls: bool = True
     ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _deployment_auth(self) -> ConfluenceConfig:
+        if self.deployment == "datacenter" and self.auth != "bearer":
+            raise ValueError(
+                "confluence.deployment datacenter authenticates with a personal access token: "
+                "set auth: bearer (field token at credentials_path)"
+            )
+        if self.deployment == "cloud" and self.actor_id != "username":
+            raise ValueError("confluence.actor_id applies to deployment datacenter only")
+        return self
 
 
 class SyslogSinkConfig(_Model):

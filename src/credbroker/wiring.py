@@ -365,12 +365,23 @@ def build_actor_directory(settings: Settings, store: SecretStore) -> ActorDirect
     if config is None:
         return None
     from credbroker.confluence.cloud import ConfluenceCloudDirectory
+    from credbroker.confluence.datacenter import ConfluenceDataCenterDirectory
 
     path = config.credentials_path
 
     async def credentials() -> SecretVersion:
         return await store.read(path)
 
+    if config.deployment == "datacenter":
+        return ConfluenceDataCenterDirectory(
+            url=config.url,
+            credentials=credentials,
+            actor_id=config.actor_id,
+            ssl=_outbound_tls(config.verify_tls, config.ca_file),
+            timeout_seconds=config.timeout_seconds,
+            cache_seconds=config.cache_seconds,
+            max_retry_after_seconds=config.max_retry_after_seconds,
+        )
     return ConfluenceCloudDirectory(
         url=config.url,
         credentials=credentials,

@@ -8,7 +8,15 @@ given, a real Confluence Cloud site:
     CONFLUENCE_OUTSIDER=accountId   may not view it
 
 The API token's account must be a Confluence Administrator (checking another account's
-permissions needs it)."""
+permissions needs it).
+
+The same suite runs against Confluence Data Center (the double, and a real server when given):
+
+    CONFLUENCE_DC_URL=https://wiki.example.internal CONFLUENCE_DC_TOKEN=<personal access token>
+    CONFLUENCE_DC_SPACE=KEY  CONFLUENCE_DC_EDITOR=username  CONFLUENCE_DC_VIEWER=username
+    CONFLUENCE_DC_OUTSIDER=username
+
+The token's account must administer Confluence (or the space)."""
 
 from __future__ import annotations
 
@@ -19,9 +27,10 @@ from dataclasses import dataclass
 import pytest
 
 from credbroker.confluence.cloud import ConfluenceCloudDirectory
+from credbroker.confluence.datacenter import ConfluenceDataCenterDirectory
 from credbroker.domain import Access, SecretVersion
 from credbroker.errors import ActorCheckFailed
-from tests.doubles.confluence import ConfluenceDouble
+from tests.doubles.confluence import ConfluenceDataCenterDouble, ConfluenceDouble
 
 _REAL = (
     "CONFLUENCE_URL",
@@ -31,6 +40,14 @@ _REAL = (
     "CONFLUENCE_EDITOR",
     "CONFLUENCE_VIEWER",
     "CONFLUENCE_OUTSIDER",
+)
+_REAL_DC = (
+    "CONFLUENCE_DC_URL",
+    "CONFLUENCE_DC_TOKEN",
+    "CONFLUENCE_DC_SPACE",
+    "CONFLUENCE_DC_EDITOR",
+    "CONFLUENCE_DC_VIEWER",
+    "CONFLUENCE_DC_OUTSIDER",
 )
 
 
@@ -43,11 +60,20 @@ class Site:
     editor: str
     viewer: str
     outsider: str
+    deployment: str = "cloud"
 
     def directory(self, *, api_token: str | None = None) -> ConfluenceCloudDirectory:
-        secret = SecretVersion(
-            {"email": self.email, "api_token": api_token or self.api_token}, version=1
-        )
+        token = api_token or self.api_token
+        if self.deployment == "datacenter":
+            pat = SecretVersion({"token": token}, version=1)
+
+            async def personal_access_token() -> SecretVersion:
+                return pat
+
+            return ConfluenceDataCenterDirectory(
+                url=self.url, credentials=personal_access_token, cache_seconds=0
+            )
+        secret = SecretVersion({"email": self.email, "api_token": token}, version=1)
 
         async def credentials() -> SecretVersion:
             return secret
@@ -55,13 +81,31 @@ class Site:
         return ConfluenceCloudDirectory(url=self.url, credentials=credentials, cache_seconds=0)
 
 
-@pytest.fixture(params=["double", "real"])
+@pytest.fixture(params=["cloud-double", "cloud-real", "datacenter-double", "datacenter-real"])
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
-    if request.param == "real":
+    if request.param == "cloud-real":
         missing = [name for name in _REAL if not os.environ.get(name)]
         if missing:
             pytest.skip(f"a real Confluence site needs {', '.join(missing)}")
         yield Site(*(os.environ[name] for name in _REAL))
+        return
+    if request.param == "datacenter-real":
+        missing = [name for name in _REAL_DC if not os.environ.get(name)]
+        if missing:
+            pytest.skip(f"a real Confluence Data Center needs {', '.join(missing)}")
+        url, token, space, editor, viewer, outsider = (os.environ[n] for n in _REAL_DC)
+        yield Site(url, "", token, space, editor, viewer, outsider, "datacenter")
+        return
+    if request.param == "datacenter-double":
+        dc = ConfluenceDataCenterDouble(pat="double-personal-access-token")
+        await dc.start()
+        dc.add_space("OTHER")
+        dc.add_space("ENG")
+        dc.grant("ENG", "editor", edit=True)
+        dc.grant("ENG", "viewer")
+        dc.grant("OTHER", "outsider", edit=True)
+        yield Site(dc.url, "", dc.pat, "ENG", "editor", "viewer", "outsider", "datacenter")
+        await dc.close()
         return
     double = ConfluenceDouble(email="broker@example.org", api_token="double-api-token")
     await double.start()

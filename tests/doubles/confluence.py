@@ -200,3 +200,114 @@ def _error(status: int, message: str) -> web.Response:
         {"statusCode": status, "data": {"authorized": False, "valid": False}, "message": message},
         status=status,
     )
+
+
+class ConfluenceDataCenterDouble(ConfluenceDouble):
+    """A Confluence Data Center (7.9+) site for tests, from Atlassian's Server REST reference
+    and remote API (see src/credbroker/confluence/datacenter.py for the sources), over HTTP:
+
+        GET  /rest/api/space/{key}                -> 200 {"id", "key", "name", "type", ...}
+                                                     404 {"statusCode": 404, ..., "message"}
+        GET  /rest/api/user?username=U | ?key=K   -> 200 {"type": "known", "username",
+                                                     "userKey", "displayName"}; 404; 400
+                                                     without either parameter
+        POST /rpc/json-rpc/confluenceservice-v2   JSON-RPC 2.0, method getPermissionsForUser
+             [spaceKey, username] -> {"result": ["view", "comment", "modify", ...]}; a
+             non-administrator caller, an unknown method or user -> {"error": {...}} (HTTP 200)
+
+    Authentication: `Authorization: Bearer <personal access token>` only (`pat`); anything
+    else 401. Users are created by `grant` (username -> a 32-hex-digit user key). Rate limiting,
+    `down` and `delay` as for the Cloud double."""
+
+    def __init__(self, *, pat: str, admin: bool = True) -> None:
+        super().__init__(email="", api_token="", admin=admin)
+        self.pat = pat
+        self.users: dict[str, str] = {}  # username -> userKey
+
+    def grant(self, key: str, account_id: str, *, edit: bool = False) -> None:
+        self.users.setdefault(account_id, f"{len(self.users) + 1:032x}")
+        super().grant(key, account_id, edit=edit)
+
+    async def start(self) -> str:
+        app = web.Application(middlewares=[self._gate])
+        app.router.add_get("/rest/api/space/{key}", self._space)
+        app.router.add_get("/rest/api/user", self._user)
+        app.router.add_post("/rpc/json-rpc/confluenceservice-v2", self._rpc)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.url = str(self._server.make_url("")).rstrip("/")
+        return self.url
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        return scheme == "Bearer" and bool(self.pat) and value == self.pat
+
+    async def _space(self, request: web.Request) -> web.Response:
+        space = self.spaces.get(request.match_info["key"])
+        if space is None:
+            return _error(404, f"No space with key : {request.match_info['key']}")
+        return web.json_response(
+            {
+                "id": int(space.id),
+                "key": space.key,
+                "name": f"{space.key} space",
+                "type": "global",
+                "_links": {"webui": f"/display/{space.key}"},
+            }
+        )
+
+    async def _user(self, request: web.Request) -> web.Response:
+        if "username" in request.query:
+            name: str | None = request.query["username"]
+            if name not in self.users:
+                name = None
+        elif "key" in request.query:
+            key = request.query["key"]
+            name = next((n for n, k in self.users.items() if k == key), None)
+        else:
+            return _error(400, "username or key is required")
+        if name is None:
+            return _error(404, "No user found")
+        return web.json_response(
+            {
+                "type": "known",
+                "username": name,
+                "userKey": self.users[name],
+                "displayName": name.title(),
+                "_links": {"self": f"{self.url}/rest/api/user?key={self.users[name]}"},
+            }
+        )
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            method, params, ident = body["method"], body["params"], body.get("id")
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
+            )
+
+        def failure(message: str) -> web.Response:
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": ident, "error": {"code": 500, "message": message}}
+            )
+
+        if method != "getPermissionsForUser":
+            return failure(f"No such method: {method}")
+        if not isinstance(params, list) or len(params) != 2:
+            return failure("getPermissionsForUser takes spaceKey and userName")
+        if not self.admin:
+            return failure(
+                "com.atlassian.confluence.rpc.NotPermittedException: "
+                "You do not have permission to view permissions for this space"
+            )
+        space_key, username = params
+        space = self.spaces.get(space_key)
+        if space is None or username not in self.users:
+            return failure("com.atlassian.confluence.rpc.RemoteException: no such space or user")
+        result: list[str] = []
+        if username in space.viewers:
+            result.append("view")
+        if username in space.editors:
+            result += ["comment", "modify"]
+        return web.json_response({"jsonrpc": "2.0", "id": ident, "result": result})

@@ -151,3 +151,15 @@ def test_loopback_idp_and_confluence_may_be_plain_http() -> None:
         confluence={**CONFLUENCE, "url": "http://localhost:8090"},
     )
     assert local.insecure_transport() == []
+
+
+def test_confluence_data_center_takes_a_personal_access_token() -> None:
+    dc = {**CONFLUENCE, "url": "https://wiki.example.internal", "deployment": "datacenter"}
+    refused("personal access token: set auth: bearer", confluence=dc)
+    valid = settings(confluence={**dc, "auth": "bearer", "actor_id": "key"})
+    assert valid.confluence is not None and valid.confluence.actor_id == "key"
+    refused(
+        "actor_id applies to deployment datacenter only",
+        confluence={**CONFLUENCE, "actor_id": "key"},
+    )
+    refused("deployment", confluence={**CONFLUENCE, "deployment": "server"})

@@ -1,0 +1,166 @@
+"""ports.ActorDirectory on Confluence Data Center (Server) 7.9 and later.
+
+Data Center's REST API has no "check another user's permission" call (Cloud's
+`POST /wiki/rest/api/content/{id}/permission/check` does not exist there; the
+`/rest/api/space/{key}/permissions` listing arrived only in 9.1, CONFSERVER-100505, and lists
+assignments, not a user's effective permission). What every release from 7.9 through 8.x
+answers for a named user, groups included, is the remote API's
+
+    getPermissionsForUser(spaceKey, userName) -> ["view", "modify", "comment", ...]
+
+("Returns a Vector of Strings representing the permissions the given user has for this space",
+Atlassian, "Confluence XML-RPC and SOAP APIs", remote API since 2.1.4; its JSON-RPC binding
+`/rpc/json-rpc/confluenceservice-v2` takes the same parameters without the login token).
+"view" is view-the-space and "modify" is add/edit pages. So three calls per (space, actor,
+access), each answer cached for `cache_seconds`:
+
+    GET  /rest/api/space/{KEY}                    404: no such space (a configuration error)
+    GET  /rest/api/user?username=U | ?key=K       404: nobody Confluence knows -> no
+         -> {"type": "known", "username", "userKey", "displayName", ...}
+    POST /rpc/json-rpc/confluenceservice-v2
+         {"jsonrpc": "2.0", "method": "getPermissionsForUser", "params": [KEY, username], "id"}
+         -> {"jsonrpc": "2.0", "id", "result": [...]} | {"error": {"code", "message"}}
+
+Unlike Cloud's check this is the space permission only: a page restriction on the space's
+home page does not change the answer. Asking about another user needs the broker's account to
+be a Confluence (system) administrator or to administer the space.
+
+Auth: `Authorization: Bearer <personal access token>` (Data Center 7.9+, "Using Personal
+Access Tokens"), the token read from the secret store (field `token`) at call time. Data
+Center 8.x rate limiting answers 429 with Retry-After (seconds), handled as for Cloud.
+
+Not yet verified against a real Data Center server (the contract suite runs against one when
+CONFLUENCE_DC_URL etc. are set); Atlassian removed the XML-RPC/SOAP remote APIs in 9.0 (check
+whether your 9.x still answers JSON-RPC before relying on this there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable
+from ssl import SSLContext
+from typing import Literal
+from urllib.parse import quote
+
+from credbroker.confluence.cloud import ConfluenceCloudDirectory
+from credbroker.domain import Access, SecretVersion
+from credbroker.errors import ActorCheckFailed, ActorCheckUnavailable
+
+# Data Center usernames (and 32-hex-digit user keys): anything else is never sent.
+_USER = re.compile(r"^[A-Za-z0-9._@:+-]{1,255}$")
+_SPACE = re.compile(r"^~?[A-Za-z0-9]{1,255}$")
+_RPC = "/rpc/json-rpc/confluenceservice-v2"
+
+
+class ConfluenceDataCenterDirectory(ConfluenceCloudDirectory):
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Callable[[], Awaitable[SecretVersion]],
+        actor_id: Literal["username", "key"] = "username",
+        ssl: SSLContext | bool = True,
+        timeout_seconds: float = 3.0,
+        cache_seconds: float = 60.0,
+        max_retry_after_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            url=url,
+            credentials=credentials,
+            auth="bearer",
+            ssl=ssl,
+            timeout_seconds=timeout_seconds,
+            cache_seconds=cache_seconds,
+            max_retry_after_seconds=max_retry_after_seconds,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._actor_id = actor_id
+        self._spaces: dict[str, float] = {}
+        self._users: dict[str, tuple[str | None, float]] = {}
+        self._ids = itertools.count(1)
+
+    async def permitted(self, *, space: str, actor: str, access: Access) -> bool:
+        if not _USER.match(actor) or not _SPACE.match(space):
+            return False  # not a username / user key: nobody Confluence knows
+        key = (space, actor, access)
+        cached = self._answers.get(key)
+        if cached is not None and self._clock() - cached[1] < self._cache_seconds:
+            return cached[0]
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._space(space)
+                username = await self._username(actor)
+                answer = username is not None and await self._allowed(space, username, access)
+        except TimeoutError:
+            raise ActorCheckUnavailable(
+                f"Confluence did not answer within {self._timeout:g}s"
+            ) from None
+        self._answers[key] = (answer, self._clock())
+        return answer
+
+    def _fresh(self, at: float | None) -> bool:
+        return at is not None and self._clock() - at < self._cache_seconds
+
+    async def _space(self, space: str) -> None:
+        if self._fresh(self._spaces.get(space)):
+            return
+        status, _ = await self._call("GET", f"/rest/api/space/{quote(space, safe='~')}")
+        if status == 404:
+            raise ActorCheckFailed(
+                f"Confluence knows no space {space} (or the broker's account cannot see it)"
+            )
+        if status != 200:
+            raise self._refused(status, "space lookup")
+        self._spaces[space] = self._clock()
+
+    async def _username(self, actor: str) -> str | None:
+        cached = self._users.get(actor)
+        if cached is not None and self._fresh(cached[1]):
+            return cached[0]
+        status, body = await self._call(
+            "GET", f"/rest/api/user?{self._actor_id}={quote(actor, safe='')}"
+        )
+        if status in (400, 404):
+            username = None  # nobody Confluence knows: no permission
+        elif status == 200:
+            found = body.get("username")
+            username = found if isinstance(found, str) and _USER.match(found) else None
+        else:
+            raise self._refused(status, "user lookup")
+        self._users[actor] = (username, self._clock())
+        return username
+
+    async def _allowed(self, space: str, username: str, access: Access) -> bool:
+        status, body = await self._call(
+            "POST",
+            _RPC,
+            json={
+                "jsonrpc": "2.0",
+                "method": "getPermissionsForUser",
+                "params": [space, username],
+                "id": next(self._ids),
+            },
+        )
+        if status == 404:
+            raise ActorCheckFailed(
+                "Confluence has no JSON-RPC remote API (disabled, or removed in this release)"
+            )
+        if status != 200:
+            raise self._refused(status, "permission lookup")
+        if "error" in body:
+            # NotPermittedException: the broker's account may not read others' permissions.
+            raise ActorCheckFailed(
+                "Confluence refused the broker's permission lookup: its account must "
+                "administer Confluence or the space"
+            )
+        result = body.get("result")
+        if not isinstance(result, list):
+            raise ActorCheckUnavailable("Confluence answered the permission lookup without a list")
+        needed = "modify" if access is Access.WRITE else "view"
+        return needed in result
