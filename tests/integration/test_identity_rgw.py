@@ -20,7 +20,7 @@ from credbroker.callers.tokens import new_token
 from credbroker.web import server
 from credbroker.web.app import create_app
 from support.rgw_server import RgwServer
-from tests.doubles.confluence import ConfluenceDouble
+from tests.doubles.confluence import ConfluenceDataCenterDouble, ConfluenceDouble
 from tests.doubles.oidc_provider import AUDIENCE, OidcProvider
 from tests.integration.conftest import (
     MAIN_BUCKET,
@@ -259,6 +259,90 @@ async def test_a_429_from_confluence_is_honoured(
     )
     # Confluence's own Retry-After, capped at 60 as every Retry-After the broker sends.
     assert answer.status == 503 and answer.headers["Retry-After"] == "60"
+
+
+# --- the Confluence actor, on Data Center (personal access token, usernames) ------------------
+
+DC_PAT = "dc-personal-access-token-never-logged"
+
+
+@pytest.fixture
+async def dc_wiki() -> AsyncIterator[ConfluenceDataCenterDouble]:
+    site = ConfluenceDataCenterDouble(pat=DC_PAT)
+    await site.start()
+    for key in ("ENG", "OPS"):
+        site.add_space(key)
+        site.grant(key, "dc.viewer")
+        site.grant(key, "dc.editor", edit=True)
+    yield site
+    await site.close()
+
+
+@pytest.fixture
+async def dc_broker(
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, dc_wiki: ConfluenceDataCenterDouble
+) -> AsyncIterator[Harness]:
+    spaces = {
+        "ENG": {"bucket": MAIN_BUCKET, "prefix": "ENG/", "actor_check": "confluence"},
+        "OPS": {
+            "bucket": MAIN_BUCKET,
+            "prefix": "OPS/",
+            "actor_check": "confluence",
+            "actor_check_unavailable": "read-only",
+        },
+    }
+    confluence = {
+        "url": dc_wiki.url,
+        "deployment": "datacenter",
+        "auth": "bearer",
+        "actor_id": "username",
+        "credentials_path": CONFLUENCE_PATH,
+        "cache_seconds": 0,
+    }
+    seed = {CONFLUENCE_PATH: {"token": DC_PAT}}
+    async with contextlib.aclosing(
+        start_broker(rgw, tmp_path, spaces=spaces, confluence=confluence, seed=seed)
+    ) as brokers:
+        async for harness in brokers:
+            yield harness
+
+
+async def test_data_center_decides_read_and_write_by_username(
+    dc_broker: Harness,
+    rgw: RgwServer,
+    dc_wiki: ConfluenceDataCenterDouble,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed_objects(rgw, "ENG/dc.txt")
+    token = f"Bearer {dc_broker.tokens['eng-writer']}"
+    status, body = await post(dc_broker, token, space="ENG", access="read", actor="dc.viewer")
+    assert status == 201, body
+    got = dc_broker.s3_for(body).get_object(Bucket=MAIN_BUCKET, Key="ENG/dc.txt")
+    assert got["Body"].read() == b"ENG/dc.txt"
+    status, body = await post(dc_broker, token, space="ENG", access="write", actor="dc.viewer")
+    assert (status, body["error"]["code"]) == (403, "actor_not_permitted")
+    status, body = await post(dc_broker, token, space="ENG", access="read", actor=VIEWER)
+    assert (status, body["error"]["code"]) == (403, "actor_not_permitted")  # a Cloud id
+    status, body = await post(dc_broker, token, space="ENG", access="write", actor="dc.editor")
+    assert status == 201, body
+    dc_broker.s3_for(body).put_object(Bucket=MAIN_BUCKET, Key="ENG/by-dc-editor", Body=b"e")
+    assert ("POST", "/rpc/json-rpc/confluenceservice-v2") in dc_wiki.requests
+
+    dc_wiki.down = True
+    ops = f"Bearer {dc_broker.tokens['ops-writer']}"
+    status, body = await post(dc_broker, ops, space="OPS", access="read", actor="dc.viewer")
+    assert status == 201, body  # read-only while Data Center is down
+    status, body = await post(dc_broker, ops, space="OPS", access="write", actor="dc.editor")
+    assert (status, body["error"]["code"]) == (503, "confluence_unavailable")
+    status, body = await post(dc_broker, token, space="ENG", access="read", actor="dc.viewer")
+    assert (status, body["error"]["code"]) == (503, "confluence_unavailable")
+
+    dc_wiki.down, dc_wiki.pat = False, "a-rotated-token"  # the broker's PAT no longer works
+    status, body = await post(dc_broker, token, space="ENG", access="read", actor="dc.viewer")
+    assert (status, body["error"]["code"]) == (502, "confluence_rejected")
+    assert DC_PAT not in json.dumps(body)
+    assert DC_PAT not in dc_broker.audit_path.read_text()
+    assert DC_PAT not in caplog.text
 
 
 # --- TLS and client certificates --------------------------------------------------------------

@@ -1,18 +1,20 @@
 """ports.ActorDirectory on Confluence Data Center (Server) 7.9 and later.
 
-Data Center's REST API has no "check another user's permission" call (Cloud's
-`POST /wiki/rest/api/content/{id}/permission/check` does not exist there; the
-`/rest/api/space/{key}/permissions` listing arrived only in 9.1, CONFSERVER-100505, and lists
-assignments, not a user's effective permission). What every release from 7.9 through 8.x
-answers for a named user, groups included, is the remote API's
+Data Center's REST API has no "may this other user do X" call: Cloud's
+`POST /wiki/rest/api/content/{id}/permission/check` does not exist there, and
+`GET /rest/api/space/{key}/permissions` (9.1+, CONFSERVER-100505) lists assignments, not a
+user's effective permission. What every Data Center release from 7.9 on answers for a named
+user, groups included, is the remote API's
 
-    getPermissionsForUser(spaceKey, userName) -> ["view", "modify", "comment", ...]
+    getPermissionsForUser(spaceKey, userName) -> ["view", "modify", "comment", "admin"]
 
-("Returns a Vector of Strings representing the permissions the given user has for this space",
-Atlassian, "Confluence XML-RPC and SOAP APIs", remote API since 2.1.4; its JSON-RPC binding
-`/rpc/json-rpc/confluenceservice-v2` takes the same parameters without the login token).
-"view" is view-the-space and "modify" is add/edit pages. So three calls per (space, actor,
-access), each answer cached for `cache_seconds`:
+(Atlassian, "Confluence XML-RPC and SOAP APIs": "Returns a Vector of Strings representing the
+permissions the given user has for this space", since 2.1.4; CONFSERVER-21951: only these four
+come back, EDITSPACE as "modify"). Its JSON-RPC binding ("Confluence JSON-RPC APIs", bundled
+since 4.1, deprecated since 5.5 but not removed: "Deprecated code paths removed in 9.0" drops
+only XML-RPC exportSpace/exportSite) is `POST /rpc/json-rpc/confluenceservice-v2`, the token
+argument left out. "view" is View (the space), "modify" is Add/edit pages. So three calls per
+(space, actor, access), each answer cached for `cache_seconds`:
 
     GET  /rest/api/space/{KEY}                    404: no such space (a configuration error)
     GET  /rest/api/user?username=U | ?key=K       404: nobody Confluence knows -> no
@@ -22,16 +24,17 @@ access), each answer cached for `cache_seconds`:
          -> {"jsonrpc": "2.0", "id", "result": [...]} | {"error": {"code", "message"}}
 
 Unlike Cloud's check this is the space permission only: a page restriction on the space's
-home page does not change the answer. Asking about another user needs the broker's account to
-be a Confluence (system) administrator or to administer the space.
+home page does not change the answer. The site must have the remote API enabled (General
+Configuration > Further Configuration > Remote API), and asking about another user needs the
+broker's account to administer Confluence (or the space).
 
 Auth: `Authorization: Bearer <personal access token>` (Data Center 7.9+, "Using Personal
 Access Tokens"), the token read from the secret store (field `token`) at call time. Data
-Center 8.x rate limiting answers 429 with Retry-After (seconds), handled as for Cloud.
+Center's rate limiting (7.20+/8.x) answers 429 with Retry-After (seconds), handled as for Cloud.
 
-Not yet verified against a real Data Center server (the contract suite runs against one when
-CONFLUENCE_DC_URL etc. are set); Atlassian removed the XML-RPC/SOAP remote APIs in 9.0 (check
-whether your 9.x still answers JSON-RPC before relying on this there).
+NOT verified against a real Data Center server: in particular whether JSON-RPC accepts a
+personal access token (its 2017 page names basic auth, OAuth and a session). The contract
+suite runs against a real server when CONFLUENCE_DC_URL etc. are set.
 """
 
 from __future__ import annotations
@@ -154,10 +157,11 @@ class ConfluenceDataCenterDirectory(ConfluenceCloudDirectory):
         if status != 200:
             raise self._refused(status, "permission lookup")
         if "error" in body:
-            # NotPermittedException: the broker's account may not read others' permissions.
+            # NotPermittedException (the broker's account may not read others' permissions),
+            # the remote API switched off, or a user Confluence cannot resolve after all.
             raise ActorCheckFailed(
-                "Confluence refused the broker's permission lookup: its account must "
-                "administer Confluence or the space"
+                "Confluence refused the broker's permission lookup (JSON-RPC error): enable "
+                "the remote API; the broker's account must administer Confluence or the space"
             )
         result = body.get("result")
         if not isinstance(result, list):
