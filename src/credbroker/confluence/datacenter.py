@@ -1,7 +1,8 @@
 """ports.ActorDirectory on Confluence Data Center (Server) 7.9 and later.
 
 Data Center's REST API has no "may this other user do X" call: Cloud's
-`POST /wiki/rest/api/content/{id}/permission/check` does not exist there, and
+`POST /wiki/rest/api/content/{id}/permission/check` is in Atlassian's Cloud reference only, not
+the Server/Data Center one, and
 `GET /rest/api/space/{key}/permissions` (9.1+, CONFSERVER-100505) lists assignments, not a
 user's effective permission. What every Data Center release from 7.9 on answers for a named
 user, groups included, is the remote API's
