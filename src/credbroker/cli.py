@@ -214,7 +214,8 @@ def _print_identities(settings: Settings) -> None:
     checked = sorted(k for k, s in settings.spaces.items() if s.actor_check is not None)
     if settings.confluence is not None:
         print(
-            f"  confluence: {settings.confluence.url}; actor checked in "
+            f"  confluence: {settings.confluence.url} ({settings.confluence.deployment}); "
+            "actor checked in "
             f"{', '.join(checked) or '(no space)'}"
         )
 

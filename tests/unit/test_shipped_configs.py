@@ -18,7 +18,12 @@ from credbroker.config import load_settings
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 # Files that must exist, and whose client token hashes must stay obviously fake.
-EXAMPLES = ("credbroker.example.yaml", "credbroker.embedded.yaml", "credbroker.cyberark.yaml")
+EXAMPLES = (
+    "credbroker.example.yaml",
+    "credbroker.embedded.yaml",
+    "credbroker.cyberark.yaml",
+    "credbroker.datacenter.yaml",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +101,16 @@ def test_the_production_example_serves_https_and_checks_identities(
     out = capsys.readouterr().out
     assert "https: TLS 1.2+" in out and "oidc: https://" in out
     assert "actor checked in LEGAL" in out
+
+
+def test_the_data_center_example_checks_actors_on_data_center(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = CONFIG_DIR / "credbroker.datacenter.yaml"
+    settings = load_settings(path)
+    assert settings.confluence is not None
+    assert (settings.confluence.deployment, settings.confluence.auth) == ("datacenter", "bearer")
+    assert settings.spaces["ENG"].actor_check == "confluence"
+    monkeypatch.setattr("credbroker.cli.placeholder_token_hashes", lambda settings: [])
+    assert main(["check-config", str(path)]) == 0
+    assert "(datacenter); actor checked in ENG" in capsys.readouterr().out
