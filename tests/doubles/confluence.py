@@ -213,7 +213,8 @@ class ConfluenceDataCenterDouble(ConfluenceDouble):
                                                      without either parameter
         POST /rpc/json-rpc/confluenceservice-v2   JSON-RPC 2.0, method getPermissionsForUser
              [spaceKey, username] -> {"result": ["view", "comment", "modify", ...]}; a
-             non-administrator caller, an unknown method or user -> {"error": {...}} (HTTP 200)
+             non-administrator caller, an unknown method or user -> {"error": {...}} (HTTP 200, or
+             500 with `rpc_error_status`: which one a real server sends is not verified)
 
     Authentication: `Authorization: Bearer <personal access token>` only (`pat`); anything
     else 401. Users are created by `grant` (username -> a 32-hex-digit user key). Rate limiting,
@@ -223,6 +224,7 @@ class ConfluenceDataCenterDouble(ConfluenceDouble):
         super().__init__(email="", api_token="", admin=admin)
         self.pat = pat
         self.users: dict[str, str] = {}  # username -> userKey
+        self.rpc_error_status = 200  # the HTTP status of a JSON-RPC error (200 or 500)
 
     def grant(self, key: str, account_id: str, *, edit: bool = False) -> None:
         self.users.setdefault(account_id, f"{len(self.users) + 1:032x}")
@@ -289,7 +291,8 @@ class ConfluenceDataCenterDouble(ConfluenceDouble):
 
         def failure(message: str) -> web.Response:
             return web.json_response(
-                {"jsonrpc": "2.0", "id": ident, "error": {"code": 500, "message": message}}
+                {"jsonrpc": "2.0", "id": ident, "error": {"code": 500, "message": message}},
+                status=self.rpc_error_status,
             )
 
         if method != "getPermissionsForUser":

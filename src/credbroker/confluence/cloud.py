@@ -141,8 +141,15 @@ class ConfluenceCloudDirectory:
         return ActorCheckUnavailable(f"Confluence answered {status} to the {what}")
 
     async def _call(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        error_envelopes: bool = False,
     ) -> tuple[int, dict[str, Any]]:
+        """`error_envelopes`: a 5xx whose body is a JSON object with "error" (a JSON-RPC
+        error, which some servers send with 500) is returned, not taken for an outage."""
         headers = {"Authorization": await self._authorization(), "Accept": "application/json"}
         session = self._open()
         waited = False
@@ -159,7 +166,10 @@ class ConfluenceCloudDirectory:
                             refused.retry_after = wait
                             raise refused
                     elif answer.status >= 500:
-                        raise ActorCheckUnavailable(f"Confluence answered {answer.status}")
+                        envelope = await _error_envelope(answer) if error_envelopes else None
+                        if envelope is None:
+                            raise ActorCheckUnavailable(f"Confluence answered {answer.status}")
+                        return answer.status, envelope
                     else:
                         try:
                             body = await answer.json(content_type=None)
@@ -192,6 +202,14 @@ class ConfluenceCloudDirectory:
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
             )
         return self._session
+
+
+async def _error_envelope(answer: aiohttp.ClientResponse) -> dict[str, Any] | None:
+    try:
+        body = await answer.json(content_type=None)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and "error" in body else None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -150,12 +150,13 @@ class ConfluenceDataCenterDirectory(ConfluenceCloudDirectory):
                 "params": [space, username],
                 "id": next(self._ids),
             },
+            error_envelopes=True,
         )
         if status == 404:
             raise ActorCheckFailed(
                 "Confluence has no JSON-RPC remote API (disabled, or removed in this release)"
             )
-        if status != 200:
+        if status not in (200, 500):
             raise self._refused(status, "permission lookup")
         if "error" in body:
             # NotPermittedException (the broker's account may not read others' permissions),

@@ -149,10 +149,12 @@ async def test_down_or_slow_is_unavailable(site: ConfluenceDataCenterDouble) -> 
         await slow.close()
 
 
+@pytest.mark.parametrize("status", [200, 500])
 async def test_an_account_that_may_not_read_permissions_is_a_configuration_error(
-    site: ConfluenceDataCenterDouble,
+    site: ConfluenceDataCenterDouble, status: int
 ) -> None:
     site.admin = False
+    site.rpc_error_status = status  # a JSON-RPC error is never taken for an outage
     checker = directory(site)
     try:
         with pytest.raises(ActorCheckFailed, match="administer"):
@@ -194,3 +196,17 @@ def test_deployment_datacenter_wires_the_data_center_adapter() -> None:
     directory = build_actor_directory(settings, MemorySecretStore())
     assert isinstance(directory, ConfluenceDataCenterDirectory)
     assert directory._actor_id == "key" and directory._auth == "bearer"
+
+
+async def test_a_5xx_without_a_json_rpc_error_is_an_outage(
+    site: ConfluenceDataCenterDouble,
+) -> None:
+    checker = directory(site)
+    try:
+        assert await checker.permitted(space="ENG", actor="viewer", access=Access.READ)
+        site.down = True  # 503, plain text; space and user are cached, so the RPC meets it
+        checker._answers.clear()
+        with pytest.raises(ActorCheckUnavailable):
+            await checker.permitted(space="ENG", actor="viewer", access=Access.READ)
+    finally:
+        await checker.close()
