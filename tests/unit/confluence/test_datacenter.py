@@ -79,7 +79,7 @@ async def test_the_pat_is_sent_as_a_bearer_token_and_never_logged(
     assert "429" in caplog.text  # something was logged, just not the token
 
 
-async def test_the_broker_does_not_speak_basic_to_data_center(
+async def test_only_the_personal_access_token_opens_data_center(
     site: ConfluenceDataCenterDouble,
 ) -> None:
     site.bearer = PAT  # the Cloud double's OAuth slot must not open the DC double
