@@ -524,3 +524,34 @@ async def test_a_store_principal_never_used_fails_the_usage_controls(setup: Setu
     assert sorted(result.failed()) == ["clients_used", "write_used"]
     assert "UNUSED: idle-bot: last grant None" in control(result, "clients_used").evidence
     assert "UNUSED: idle-bot: last write grant None" in control(result, "write_used").evidence
+
+
+async def test_usage_survives_the_audit_files_rotation(setup: Setup) -> None:
+    """The audit files that saw the setup's vends are gone (rotated away and archived: the
+    check reads a fresh audit path); the lease table in the state store still shows every
+    client's use, so the usage controls pass. Without the leases they would fail."""
+    runtime = setup.harness.client.app[RUNTIME]
+    await runtime.lease_writer.flush()
+    fresh = setup.state / "rotated"
+    fresh.mkdir()
+    rotated = setup.with_(
+        audit={**setup.settings.audit.model_dump(mode="json"), "path": str(fresh / "audit.jsonl")}
+    )
+    result = await setup.check(rotated)
+    for name in ("clients_used", "write_used"):
+        assert control(result, name).passed, json.dumps(result.as_dict(), indent=2)
+    assert any(
+        e.startswith("eng-writer: last write grant 20")
+        for e in control(result, "write_used").evidence
+    )
+    assert control(result, "ttl_within_policy").summary.startswith("0 grant(s)")  # no trail
+
+    # the same check with the lease rows gone: the fresh trail alone knows no use
+    store = await SqliteStateStore.open(setup.state / "rotation-state.sqlite3")
+    try:
+        assert await store.prune(datetime.now(UTC) + timedelta(days=1)) >= 4
+    finally:
+        await store.close()
+    result = await setup.check(rotated)
+    assert not control(result, "clients_used").passed
+    assert "UNUSED: eng-reader: last grant None" in control(result, "clients_used").evidence
