@@ -365,7 +365,7 @@ SHA = "ab" * 32  # a token hash: must never appear in evidence
 LEASE_IDS = itertools.count(1)
 
 
-def lease(client: str, days_ago: float, access: str = "read", n: int = 0) -> Lease:
+def lease(client: str, days_ago: float, access: str = "read") -> Lease:
     at = NOW - timedelta(days=days_ago)
     return Lease(
         lease_id=f"cb-{next(LEASE_IDS):024x}",
@@ -532,7 +532,7 @@ async def test_a_principal_store_that_does_not_answer_fails_the_controls_it_feed
 async def test_latest_usage_keeps_the_later_time_of_each_source() -> None:
     leases, trail = MemoryLeaseLog(), Trail([grant(60, access="read")])
     await leases.add_leases(
-        [lease("writer", 3, "write"), lease("writer", 0.5), lease("writer", -1, n=1)]
+        [lease("writer", 3, "write"), lease("writer", 0.5), lease("writer", -1)]
     )
     since, until = NOW - timedelta(days=30), NOW
     both = LatestUsage([LeaseUsage(leases), TrailUsage(trail)])
