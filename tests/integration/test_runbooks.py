@@ -15,14 +15,18 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from credbroker import wiring
 from credbroker.callers.tokens import new_token
@@ -30,7 +34,7 @@ from credbroker.config import EmbeddedStoreConfig, Settings
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.sealing import load_key, new_key
 from credbroker.state.sqlite import SqliteStateStore
-from support.rgw_server import RgwServer
+from support.rgw_server import RgwServer, botocore_client
 from support.runbooks import run_runbook
 from tests.integration.conftest import (
     READ_ONLY_PATH,
@@ -291,3 +295,150 @@ async def test_runbook_02_verify_vends_a_key_that_reads_its_space_only(
     records = [json.loads(line) for line in broker.audit_path.read_text().splitlines()]
     vends = [r for r in records if r["event"] == "vend"]
     assert vends and vends[-1]["client"] == "eng-reader" and vends[-1]["rule"] == "runbook-02"
+
+
+# --- 03: revoke a client, a leaked token, leaked keys; freeze ----------------------------------
+
+
+@pytest.fixture
+async def revoking_broker(
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """A broker whose revocations RGW enforces (leases.enforcer: rgw-role-policy), on a
+    policy name of its own, removed afterwards (as tests/integration/test_revocation_rgw.py)."""
+    policy = f"cbtest-revocations-{uuid.uuid4().hex[:8]}"
+    leases = {
+        "enforcer": "rgw-role-policy",
+        "admin_credentials_path": ADMIN_PATH,
+        "policy_name": policy,
+        "flush_seconds": 0.05,
+    }
+    admin_key = {"access_key_id": rgw.admin_access_key, "secret_access_key": rgw.admin_secret_key}
+    try:
+        async with started(rgw, tmp_path, seed={ADMIN_PATH: admin_key}, leases=leases) as broker:
+            yield broker
+    finally:
+        iam = botocore_client(rgw, "iam", rgw.admin_access_key, rgw.admin_secret_key)
+        if policy in iam.list_role_policies(RoleName="credbroker-vend")["PolicyNames"]:
+            iam.delete_role_policy(RoleName="credbroker-vend", PolicyName=policy)
+        iam.close()
+
+
+def cli(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [CB, *args, "--config", str(conf)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def key_works(broker: Harness, key: dict[str, Any]) -> bool:
+    s3 = broker.s3_for(key)
+    try:
+        s3.list_objects_v2(Bucket="cb-main", Prefix="ENG/")
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied", exc.response
+        return False
+    finally:
+        s3.close()
+    return True
+
+
+async def vend_as(broker: Harness, token: str, seconds: float = 10) -> Any:
+    """A read vend of ENG with `token`, once the control plane knows it (within 2 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = await broker.client.post(
+            "/v1/credentials",
+            json={"space": "ENG", "access": "read"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status != 401 or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("retire", ["no", "yes"])
+async def test_runbook_03_revokes_the_token_the_keys_and_freezes_then_lifts(
+    revoking_broker: Harness, tmp_path: Path, retire: str
+) -> None:
+    broker = revoking_broker
+    conf = write_config(broker.settings, tmp_path / "credbroker.yaml")
+    # The incident: a store client (runbook 02) whose token leaked, with two live keys.
+    added = cli(conf, "clients", "add", "leaky", "--space", "ENG", "--issue-token")
+    [leaked] = re.findall(r"shown once: (\S+)", added.stdout)
+    keys = []
+    for _ in range(2):
+        response = await vend_as(broker, leaked)
+        assert response.status == 201, await response.text()
+        keys.append(await response.json())
+    other = await broker.vend("eng-writer", {"space": "ENG", "access": "write"})
+    assert other.status == 201, await other.text()
+    other_key = await other.json()
+    assert all(key_works(broker, k) for k in [*keys, other_key])
+    deadline = time.monotonic() + 10
+    while len(json.loads(cli(conf, "leases", "list", "--client", "leaky", "--json").stdout)) < 2:
+        assert time.monotonic() < deadline, "the leases never reached the state store"
+        await asyncio.sleep(0.1)
+    token_file = tmp_path / "leaked.token"
+    token_file.write_text(leaked + "\n")
+    token_file.chmod(0o600)
+
+    base = str(broker.client.make_url("/")).rstrip("/")
+    done = await asyncio.to_thread(
+        run_runbook,
+        RUNBOOKS / "03-revoke-a-client.md",
+        env=runbook_env(
+            CONF=str(conf),
+            BROKER=base,
+            CLIENT="leaky",
+            INCIDENT="INC-42",
+            LEAKED_TOKEN_FILE=str(token_file),
+            LEAKED_KEY_ID=keys[0]["accessKeyId"],
+            FREEZE_SPACE="ENG",
+            RETIRE=retire,
+        ),
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert leaked not in done.stdout + done.stderr
+    assert "object store enforced: yes" in done.stdout
+
+    # The leaked token is refused; its live keys are refused by RGW; others keep working.
+    refused = await broker.client.post(
+        "/v1/credentials",
+        json={"space": "ENG", "access": "read"},
+        headers={"Authorization": f"Bearer {leaked}"},
+    )
+    assert refused.status == 401, await refused.text()
+    assert not any(key_works(broker, k) for k in keys)
+    assert key_works(broker, other_key)
+    fresh = await broker.vend("eng-writer", {"space": "ENG", "access": "write"})
+    assert fresh.status == 201, await fresh.text()  # the freeze is lifted
+    assert key_works(broker, await fresh.json())
+    leases = json.loads(cli(conf, "leases", "list", "--client", "leaky", "--json").stdout)
+    # Every lease of the client is revoked: the two keys, and any the runbook's own check
+    # vended with the old token before the revocation reached the server (part B follows it).
+    assert {k["leaseId"] for k in keys} <= {x["leaseId"] for x in leases}
+    assert {x["state"] for x in leases} == {"revoked"}
+
+    # The freeze was in place (the runbook waited for /readyz to list it), and is lifted.
+    freezes = json.loads(cli(conf, "freeze", "--list", "--all", "--json").stdout)
+    assert [(f["space"], f["reason"], bool(f["liftedAt"])) for f in freezes] == [
+        ("ENG", "INC-42 investigating", True)
+    ]
+
+    # A rule kept running gets a new token that works; a retired client is gone.
+    new_token = tmp_path / "leaky.new-token"
+    shown = cli(conf, "clients", "show", "leaky", "--json")
+    if retire == "no":
+        assert new_token.stat().st_mode & 0o077 == 0
+        [token] = re.findall(r"shown once: (\S+)", new_token.read_text())
+        replaced = await vend_as(broker, token)
+        assert replaced.status == 201, await replaced.text()
+        assert key_works(broker, await replaced.json())
+        assert json.loads(shown.stdout)["revokedAt"] is None
+    else:
+        assert not new_token.exists()
+        assert json.loads(shown.stdout)["revokedAt"]
