@@ -270,31 +270,40 @@ async def test_runbook_01_validates_and_puts_the_parent_key_into_the_state_dir(
     assert (await store.read(SERVICE_PATH)).data["access_key_id"] == rgw.broker_access_key
 
 
-async def test_runbook_02_verify_vends_a_key_that_reads_its_space_only(
+async def test_runbook_02_adds_a_client_live_whose_key_reads_its_space_only(
     broker: Harness, tmp_path: Path
 ) -> None:
     admin = s3_client(broker.rgw, broker.rgw.admin_access_key, broker.rgw.admin_secret_key)
-    admin.put_object(Bucket="cb-main", Key="ENG/runbook-02.txt", Body=b"x")
-    admin.put_object(Bucket="cb-main", Key="OPS/runbook-02.txt", Body=b"y")
+    admin.put_object(Bucket="cb-main", Key="OPS/runbook-02.txt", Body=b"x")
+    admin.put_object(Bucket="cb-main", Key="ENG/runbook-02.txt", Body=b"y")
+    conf = write_config(broker.settings, tmp_path / "credbroker.yaml")
     base = str(broker.client.make_url("/")).rstrip("/")
     done = await asyncio.to_thread(
         run_runbook,
         RUNBOOKS / "02-onboard-a-rule.md",
         env=runbook_env(
+            CONF=str(conf),
             BROKER=base,
-            TOKEN=broker.tokens["eng-reader"],
-            SPACE="ENG",
-            OBJECT="cb-main/ENG/runbook-02.txt",
-            OTHER="cb-main/OPS/runbook-02.txt",
+            CLIENT="ops-nightly",
+            SPACE="OPS",
+            OBJECT="cb-main/OPS/runbook-02.txt",
+            OTHER="cb-main/ENG/runbook-02.txt",
         ),
         cwd=tmp_path,
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "cbk_" not in done.stdout + done.stderr  # the token went to the file only
     assert not Path("/tmp/vend.json").exists()  # cleaned up
+    assert not (tmp_path / "ops-nightly.token").exists()
+    # The promised state, with no restart: the server that was running vended for the new
+    # client, with exactly the limits the runbook gave it.
+    shown = json.loads(cli(conf, "clients", "show", "ops-nightly", "--json").stdout)
+    assert (shown["spaces"], shown["maxAccess"], shown["maxTtlSeconds"]) == (["OPS"], "read", 900)
+    assert [t["usable"] for t in shown["tokens"]] == [True]
     records = [json.loads(line) for line in broker.audit_path.read_text().splitlines()]
     vends = [r for r in records if r["event"] == "vend"]
-    assert vends and vends[-1]["client"] == "eng-reader" and vends[-1]["rule"] == "runbook-02"
+    assert vends and vends[-1]["client"] == "ops-nightly" and vends[-1]["rule"] == "runbook-02"
 
 
 # --- 03: revoke a client, a leaked token, leaked keys; freeze ----------------------------------
