@@ -21,9 +21,11 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hvac
 import pytest
 import yaml
 from botocore.exceptions import ClientError
@@ -33,6 +35,7 @@ from credbroker.callers.tokens import new_token
 from credbroker.config import EmbeddedStoreConfig, Settings
 from credbroker.secrets.embedded import EmbeddedSecretStore
 from credbroker.secrets.sealing import load_key, new_key
+from credbroker.secrets.vault import VaultKV2Store
 from credbroker.state.sqlite import SqliteStateStore
 from support.rgw_server import RgwServer, botocore_client
 from support.runbooks import run_runbook
@@ -45,6 +48,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.rgw_identity import Identity, create_identity
 from tests.integration.test_fallback import fallback_config
+from tests.openbao_server import VaultServer
 
 pytestmark = pytest.mark.rgw
 
@@ -86,16 +90,75 @@ async def started(rgw: RgwServer, folder: Path, /, **options: Any) -> AsyncItera
             return
 
 
+@dataclass
+class Secrets:
+    """Where a store-agnostic runbook's broker keeps its secrets: the paths, the broker's
+    `secret_store` settings (none: the harness's embedded store), and a writer for the test's
+    own changes (the harness's store, or an admin client of the real OpenBao)."""
+
+    service: str
+    admin: str
+    settings: dict[str, Any] | None
+    vault: VaultKV2Store | None
+
+    async def write(self, broker: Harness, path: str, data: dict[str, str]) -> None:
+        await (self.vault or broker.store).write(path, data, cas=None)
+
+    async def read(self, broker: Harness, path: str) -> dict[str, str]:
+        return dict((await (self.vault or broker.store).read(path)).data)
+
+
+@pytest.fixture(params=["embedded", "openbao"])
+async def secrets_at(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Secrets]:
+    """The same runbook on the embedded store and on a real OpenBao (Vault KV v2, token auth),
+    on paths of its own there, removed afterwards."""
+    if request.param == "embedded":
+        yield Secrets(SERVICE_PATH, ADMIN_PATH, None, None)
+        return
+    server: VaultServer = request.getfixturevalue("real_vault")
+    root = f"cbbook-{uuid.uuid4().hex[:8]}"
+    token_file = tmp_path / "vault-token"
+    token_file.write_text(server.token)
+    token_file.chmod(0o600)
+    settings = {
+        "kind": "vault",
+        "url": server.addr,
+        "mount": server.mount,
+        "auth": {"method": "token", "token": {"file": str(token_file)}},
+    }
+    store = VaultKV2Store(server.addr, mount_point=server.mount, token=server.token)
+    try:
+        yield Secrets(f"{root}/service", f"{root}/rgw-admin", settings, store)
+    finally:
+        await store.close()
+        admin = hvac.Client(url=server.addr, token=server.token)
+        for path in (f"{root}/service", f"{root}/rgw-admin"):
+            admin.secrets.kv.v2.delete_metadata_and_all_versions(path, mount_point=server.mount)
+        admin.adapter.close()
+
+
 async def test_runbook_06_repair_clears_the_failing_rotation_on_the_server(
-    rgw: RgwServer, buckets: tuple[str, str], identity: Identity, tmp_path: Path
+    rgw: RgwServer,
+    buckets: tuple[str, str],
+    identity: Identity,
+    tmp_path: Path,
+    secrets_at: Secrets,
 ) -> None:
     wrong_admin = {"access_key_id": rgw.admin_access_key, "secret_access_key": "not-the-secret"}
+    options = identity.rotation_overrides(secrets_at.service, secrets_at.admin, tmp_path, grace=1)
+    options["rotation"]["resync_seconds"] = 1
+    if secrets_at.settings is not None:
+        options["secret_store"] = secrets_at.settings
+    seed = {secrets_at.service: identity.initial.as_secret_data(), secrets_at.admin: wrong_admin}
+    for path, data in seed.items():
+        if secrets_at.vault is not None:
+            await secrets_at.vault.write(path, data, cas=None)
     async with started(
         rgw,
         tmp_path,
         admin_clients=["ops-admin"],
-        seed={SERVICE_PATH: identity.initial.as_secret_data(), ADMIN_PATH: wrong_admin},
-        **overrides(identity, tmp_path, grace=1),
+        seed=seed if secrets_at.vault is None else {},
+        **options,
     ) as broker:
         # Two failed rotations in the server process (the admin key in the store is wrong).
         for _ in range(2):
@@ -108,7 +171,7 @@ async def test_runbook_06_repair_clears_the_failing_rotation_on_the_server(
         assert 'credbroker_rotation_consecutive_failures{credential="service"} 2.0' in metrics
 
         # The cause is fixed (the right admin key), then the runbook's repair from the CLI.
-        await broker.store.write(ADMIN_PATH, identity.admin_key.as_secret_data(), cas=None)
+        await secrets_at.write(broker, secrets_at.admin, identity.admin_key.as_secret_data())
         conf = write_config(broker.settings, tmp_path / "credbroker.yaml")
         base = str(broker.client.make_url("/")).rstrip("/")
         done = await asyncio.to_thread(
@@ -121,8 +184,8 @@ async def test_runbook_06_repair_clears_the_failing_rotation_on_the_server(
         metrics = await (await broker.client.get("/metrics")).text()
         assert done.returncode == 0, done.stdout + done.stderr + metrics
 
-        # What the runbook promises: a new key in service, the old one gone, and the server's
-        # gauges are the state store's figures.
+        # What the runbook promises: a new key in service (in the store the broker reads),
+        # the old one gone, and the server's gauges are the state store's figures.
         state = await SqliteStateStore.open(tmp_path / "rotation.sqlite3")
         try:
             record = await state.load("service")
@@ -131,6 +194,8 @@ async def test_runbook_06_repair_clears_the_failing_rotation_on_the_server(
         assert record is not None and record.attempts == 0 and record.last_success_at
         assert identity.access_keys() == [record.current_key_id]
         assert record.current_key_id != identity.initial.access_key_id
+        stored = await secrets_at.read(broker, secrets_at.service)
+        assert stored["access_key_id"] == record.current_key_id
         metrics = await (await broker.client.get("/metrics")).text()
         assert 'credbroker_rotation_consecutive_failures{credential="service"} 0.0' in metrics
         success = record.last_success_at.timestamp()
