@@ -376,20 +376,40 @@ async def test_runbook_02_adds_a_client_live_whose_key_reads_its_space_only(
 
 @pytest.fixture
 async def revoking_broker(
-    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path
+    rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path, secrets_at: Secrets
 ) -> AsyncIterator[Harness]:
     """A broker whose revocations RGW enforces (leases.enforcer: rgw-role-policy), on a
-    policy name of its own, removed afterwards (as tests/integration/test_revocation_rgw.py)."""
+    policy name of its own, removed afterwards (as tests/integration/test_revocation_rgw.py);
+    its secrets on the embedded store or on OpenBao."""
     policy = f"cbtest-revocations-{uuid.uuid4().hex[:8]}"
     leases = {
         "enforcer": "rgw-role-policy",
-        "admin_credentials_path": ADMIN_PATH,
+        "admin_credentials_path": secrets_at.admin,
         "policy_name": policy,
         "flush_seconds": 0.05,
     }
     admin_key = {"access_key_id": rgw.admin_access_key, "secret_access_key": rgw.admin_secret_key}
+    seed: dict[str, dict[str, str]] = {secrets_at.admin: admin_key}
+    options: dict[str, Any] = {"leases": leases}
+    if secrets_at.vault is not None:
+        assert secrets_at.settings is not None
+        service = {
+            "access_key_id": rgw.broker_access_key,
+            "secret_access_key": rgw.broker_secret_key,
+        }
+        for path, data in {**seed, secrets_at.service: service}.items():
+            await secrets_at.vault.write(path, data, cas=None)
+        seed = {}
+        options["secret_store"] = secrets_at.settings
+        options["object_store"] = {
+            "flavor": "rgw",
+            "endpoint": rgw.endpoint,
+            "region": rgw.region,
+            "role_arn": rgw.vend_role_arn,
+            "credentials_path": secrets_at.service,
+        }
     try:
-        async with started(rgw, tmp_path, seed={ADMIN_PATH: admin_key}, leases=leases) as broker:
+        async with started(rgw, tmp_path, seed=seed, **options) as broker:
             yield broker
     finally:
         iam = botocore_client(rgw, "iam", rgw.admin_access_key, rgw.admin_secret_key)
