@@ -37,6 +37,7 @@ CENTRE = (
     "parent_key",
     "fallback",
     "control",
+    "leases",
     "rotation.model",
     "rotation.rotate",
     "rotation.status",
