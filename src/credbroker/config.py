@@ -529,6 +529,10 @@ class ComplianceConfig(_Model):
     inspect_credentials_path: str | None = None
     # Clients unused, or holding write unused, this long fail the check.
     unused_days: int = Field(default=30, ge=1, le=3650)
+    # A usable token of a store principal older than this fails the check (token_age).
+    token_max_age_days: int = Field(default=90, ge=1, le=3650)
+    # Config-file tokens carry no date: listed as not checkable; true makes them fail too.
+    require_dated_tokens: bool = False
     # Insecure transport targets (as check-config names them, e.g. "object_store.endpoint")
     # accepted on purpose: the control passes for them, with the acceptance as evidence.
     accept_insecure_transport: list[str] = Field(default_factory=list)

@@ -111,6 +111,7 @@ class LeaseFilter:
     lease_id: str | None = None
     issued_before: datetime | None = None
     active_at: datetime | None = None  # only leases neither revoked nor expired at this time
+    access: str | None = None  # "read" or "write" (the compliance check's last write)
     limit: int = 1000
 
     def matches(self, lease: Lease) -> bool:
@@ -121,6 +122,7 @@ class LeaseFilter:
             and (self.lease_id is None or lease.lease_id == self.lease_id)
             and (self.issued_before is None or lease.issued_at < self.issued_before)
             and (self.active_at is None or lease.active(self.active_at))
+            and (self.access is None or lease.access == self.access)
         )
 
 

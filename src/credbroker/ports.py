@@ -7,7 +7,7 @@ imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -518,12 +518,14 @@ class AuditTrail(Protocol):
 
 
 class UsageSource(Protocol):
-    """When each client last used its access (the audit trail today; a lease table later)."""
+    """When each client last used its access: the lease table, the audit trail, or the latest
+    of both (compliance/usage.py)."""
 
     async def last_use(
-        self, since: datetime, until: datetime
+        self, since: datetime, until: datetime, clients: Collection[str]
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """client id -> (last grant of any kind, last write grant) in the window."""
+        """client id -> (last grant of any kind, last write grant) in [since, until), for the
+        `clients` asked about; a client never used in the window may be left out."""
         ...
 
 

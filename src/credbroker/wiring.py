@@ -34,6 +34,7 @@ from credbroker.compliance.html import write_report
 from credbroker.compliance.job import DailyCompliance
 from credbroker.compliance.model import ComplianceResult
 from credbroker.compliance.trail import TrailUsage
+from credbroker.compliance.usage import LatestUsage, LeaseUsage
 from credbroker.config import (
     CyberArkCcpStoreConfig,
     EmbeddedStoreConfig,
@@ -811,11 +812,11 @@ def _compliance(
     store: SecretStore,
     issuer: Issuer,
     audit: AuditSink | None,
-    state: StateStore | None,
+    state: SqliteControlStore | PostgresControlStore,
 ) -> ComplianceCheck:
     """The check over the real systems: the object store asked with the inspect key and the
-    read-only identity's key (both read from the secret store at call time), the rotation
-    state store, and the audit files."""
+    read-only identity's key (both read from the secret store at call time), the state store
+    (rotation records, leases, principals and their tokens), and the audit files."""
     object_store = settings.object_store
     config = settings.compliance
     tls = object_store_tls(settings)
@@ -858,8 +859,11 @@ def _compliance(
             for c in settings.rotation.credentials
         ],
         trail=trail,
-        usage=TrailUsage(trail),
+        usage=LatestUsage([LeaseUsage(state), TrailUsage(trail)]),
         unused_days=config.unused_days,
+        principals=state,
+        token_max_age_days=config.token_max_age_days,
+        require_dated_tokens=config.require_dated_tokens,
         insecure_transport=settings.insecure_transport(),
         accepted_insecure=config.accept_insecure_transport,
         audit=audit,
@@ -878,7 +882,7 @@ async def compliance_check(
         stack.push_async_callback(issuer.close)
         audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
-        state = await build_state_store(settings)
+        state = await _open_control_store(settings)
         stack.push_async_callback(state.close)
         yield _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
 
@@ -897,7 +901,7 @@ def build_daily_compliance(
     """The daily run inside `serve` (one per day across replicas: the state store's lock)."""
 
     async def run() -> ComplianceResult:
-        state = await build_state_store(settings)
+        state = await _open_control_store(settings)
         try:
             check = _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
             result = await check.run()

@@ -117,6 +117,18 @@ async def test_filters_select_by_client_space_id_time_and_activity(log: LeaseLog
     assert await log.find(LeaseFilter(client="nobody")) == []
 
 
+async def test_the_access_filter_finds_a_clients_newest_write(log: LeaseLog) -> None:
+    """The compliance check's last write (compliance/usage.py): newest first, by access."""
+    await log.add_leases([lease(1, access="write"), lease(2), lease(3, access="write"), lease(4)])
+
+    def ids(found: list[Lease]) -> list[str]:
+        return [x.lease_id[-1] for x in found]
+
+    assert ids(await log.find(LeaseFilter(client="writer", access="write", limit=1))) == ["3"]
+    assert ids(await log.find(LeaseFilter(access="read"))) == ["4", "2"]
+    assert await log.find(LeaseFilter(client="reader", access="write")) == []
+
+
 async def test_revoking_marks_only_unrevoked_leases_and_lists_them(log: LeaseLog) -> None:
     await log.add_leases([lease(1), lease(2), lease(3)])
     first_at = T0 + timedelta(seconds=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -21,12 +22,14 @@ import pytest
 
 from credbroker import wiring
 from credbroker.audit.chain import generate_private_pem
+from credbroker.callers.tokens import new_token
 from credbroker.cli import main
 from credbroker.compliance.model import ComplianceResult
 from credbroker.config import Settings
-from credbroker.domain import RotationRecord
+from credbroker.domain import Access, Client, Principal, RotationRecord, TokenRecord
 from credbroker.observability import Metrics
 from credbroker.secrets.sealing import new_key
+from credbroker.state.control_sqlite import SqliteControlStore
 from credbroker.state.sqlite import SqliteStateStore
 from credbroker.web.appkeys import RUNTIME
 from support.rgw_server import REPO_ROOT, RgwServer, create_bucket
@@ -190,6 +193,7 @@ async def test_all_controls_pass_and_the_html_report_renders(setup: Setup) -> No
         "ttl_within_policy",
         "write_used",
         "clients_used",
+        "token_age",
         "transport_secure",
         "audit_chain",
         "break_glass",
@@ -428,3 +432,126 @@ async def test_the_cli_exit_status_says_pass_or_fail(
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "fail" and report["failed"] == ["clients_used"]
     assert len(list(out.glob("*.html"))) == 2
+
+
+async def add_store_token(setup: Setup, client_id: str, days_old: float) -> tuple[str, str]:
+    """A token of a store principal created `days_old` ago, written through the PrincipalStore
+    (the CLI and the admin API stamp the present time; an old token is made this way).
+    Returns (token id, token); the control plane is reloaded so the broker accepts it."""
+    token, digest = new_token()
+    token_id = f"tok_{uuid.uuid4().hex[:16]}"
+    now = datetime.now(UTC)
+    store = await SqliteControlStore.open(setup.state / "rotation-state.sqlite3")
+    try:
+        if await store.principal(client_id) is None:
+            await store.add_principal(
+                Principal(
+                    client=Client(client_id, frozenset({"ENG"}), Access.WRITE, 900),
+                    created_at=now - timedelta(days=days_old),
+                    updated_at=now - timedelta(days=days_old),
+                    created_by="test",
+                )
+            )
+        await store.add_token(
+            TokenRecord(
+                id=token_id,
+                client_id=client_id,
+                sha256=digest,
+                created_at=now - timedelta(days=days_old),
+                created_by="test",
+            ),
+            max_active=2,
+            now=now,
+        )
+    finally:
+        await store.close()
+    runtime = setup.harness.client.app[RUNTIME]
+    await runtime.control.refresh(force=True)
+    setup.harness.tokens[token_id] = token
+    return token_id, token
+
+
+async def test_store_principals_tokens_and_lease_usage_are_checked(setup: Setup) -> None:
+    """A store principal with a young token that wrote through the broker passes every
+    control (its use read from the lease table); a second token of it older than
+    compliance.token_max_age_days fails token_age alone, naming client, token and age."""
+    young, token = await add_store_token(setup, "ci-bot", days_old=10)
+    answer = await setup.harness.vend(young, {"space": "ENG", "access": "write", "rule": "r9"})
+    assert answer.status == 201, await answer.text()
+    runtime = setup.harness.client.app[RUNTIME]
+    await runtime.lease_writer.flush()
+    result = await setup.check()
+    assert result.passed, json.dumps(result.as_dict(), indent=2)
+    ages = control(result, "token_age").evidence
+    assert any(e.startswith(f"ci-bot: token {young} created ") and "(10 d 0 h old)" in e
+               for e in ages)  # fmt: skip
+    assert "eng-writer: not checkable: config-file token (no creation date)" in ages
+    assert any(
+        e.startswith("ci-bot: last write grant 20") for e in control(result, "write_used").evidence
+    )
+
+    old, old_token = await add_store_token(setup, "ci-bot", days_old=120)
+    result = await setup.check()
+    assert result.failed() == ["token_age"], json.dumps(result.as_dict(), indent=2)
+    failed = control(result, "token_age")
+    assert failed.summary == f"1 token(s) older than 90 days: ci-bot/{old}"
+    [line] = [e for e in failed.evidence if "OLDER" in e]
+    assert line.startswith(f"ci-bot: token {old} created ") and "(120 d 0 h old)" in line
+    assert line.endswith("OLDER THAN THE MAXIMUM OF 90 DAYS")
+    text = json.dumps(result.as_dict())
+    for secret in (token, old_token):
+        assert secret not in text
+        assert hashlib.sha256(secret.encode()).hexdigest()[:8] not in text
+
+    # config-file tokens fail too when dated tokens are required
+    strict = setup.with_(
+        compliance={
+            **setup.settings.compliance.model_dump(mode="json"),
+            "token_max_age_days": 365,
+            "require_dated_tokens": True,
+        }
+    )
+    result = await setup.check(strict)
+    assert result.failed() == ["token_age"]
+    assert "ENG-WRITER: NOT CHECKABLE: CONFIG-FILE TOKEN (NO CREATION DATE)" in (
+        control(result, "token_age").evidence
+    )
+
+
+async def test_a_store_principal_never_used_fails_the_usage_controls(setup: Setup) -> None:
+    await add_store_token(setup, "idle-bot", days_old=1)
+    result = await setup.check()
+    assert sorted(result.failed()) == ["clients_used", "write_used"]
+    assert "UNUSED: idle-bot: last grant None" in control(result, "clients_used").evidence
+    assert "UNUSED: idle-bot: last write grant None" in control(result, "write_used").evidence
+
+
+async def test_usage_survives_the_audit_files_rotation(setup: Setup) -> None:
+    """The audit files that saw the setup's vends are gone (rotated away and archived: the
+    check reads a fresh audit path); the lease table in the state store still shows every
+    client's use, so the usage controls pass. Without the leases they would fail."""
+    runtime = setup.harness.client.app[RUNTIME]
+    await runtime.lease_writer.flush()
+    fresh = setup.state / "rotated"
+    fresh.mkdir()
+    rotated = setup.with_(
+        audit={**setup.settings.audit.model_dump(mode="json"), "path": str(fresh / "audit.jsonl")}
+    )
+    result = await setup.check(rotated)
+    for name in ("clients_used", "write_used"):
+        assert control(result, name).passed, json.dumps(result.as_dict(), indent=2)
+    assert any(
+        e.startswith("eng-writer: last write grant 20")
+        for e in control(result, "write_used").evidence
+    )
+    assert control(result, "ttl_within_policy").summary.startswith("0 grant(s)")  # no trail
+
+    # the same check with the lease rows gone: the fresh trail alone knows no use
+    store = await SqliteStateStore.open(setup.state / "rotation-state.sqlite3")
+    try:
+        assert await store.prune(datetime.now(UTC) + timedelta(days=1)) >= 4
+    finally:
+        await store.close()
+    result = await setup.check(rotated)
+    assert not control(result, "clients_used").passed
+    assert "UNUSED: eng-reader: last grant None" in control(result, "clients_used").evidence

@@ -4,6 +4,7 @@ finding what it must find, and the run records a summary in the audit trail."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -17,10 +18,22 @@ from credbroker.compliance.html import render_html
 from credbroker.compliance.job import DailyCompliance
 from credbroker.compliance.model import ComplianceResult
 from credbroker.compliance.trail import TrailUsage, space_of
-from credbroker.domain import Access, Client, RotationRecord, SpaceTarget, TtlLimits
+from credbroker.compliance.usage import LatestUsage, LeaseUsage
+from credbroker.domain import (
+    Access,
+    Client,
+    Principal,
+    Role,
+    RotationRecord,
+    SpaceTarget,
+    TokenRecord,
+    TtlLimits,
+)
 from credbroker.errors import ObjectStoreUnavailable, RotationBusy
+from credbroker.leases import Lease
 from credbroker.rotation.schedule import Schedule
-from tests.fakes import FakeAudit
+from tests.fake_leases import MemoryLeaseLog
+from tests.fakes import FakeAudit, MemoryPrincipalStore
 
 NOW = datetime.fromisoformat("2026-11-30T12:30:00+00:00")
 SPACES = {"ENG": SpaceTarget("main", "ENG/"), "FIN": SpaceTarget("other", "fin/")}
@@ -124,6 +137,9 @@ class Rig:
         self.trail = Trail([grant(5), grant(65), grant(30, "reader")])
         self.insecure: list[str] = []
         self.accepted: list[str] = []
+        self.principals = MemoryPrincipalStore()
+        self.leases = MemoryLeaseLog()
+        self.require_dated = False
         self.state.records["service"] = RotationRecord(
             credential="service",
             current_key_id="AK1",
@@ -143,8 +159,11 @@ class Rig:
             state=self.state,
             rotations=[RotationPolicy("service", Schedule(interval_seconds=7 * 86400), 60)],
             trail=self.trail,
-            usage=TrailUsage(self.trail),
+            usage=LatestUsage([LeaseUsage(self.leases), TrailUsage(self.trail)]),
             unused_days=30,
+            principals=self.principals,
+            token_max_age_days=90,
+            require_dated_tokens=self.require_dated,
             insecure_transport=self.insecure,
             accepted_insecure=self.accepted,
             audit=self.audit,
@@ -337,3 +356,190 @@ async def test_only_a_collected_break_glass_key_counts_as_a_grant(rig: Rig) -> N
         )
     result = await rig.run()
     assert by_name(result, "break_glass").summary == "1 break-glass grant(s) in the last day"
+
+
+# --- token age, and usage from the lease table and the live principals ---------------------------
+
+BOT = Client("ci-bot", frozenset({"ENG"}), Access.WRITE, 900)
+SHA = "ab" * 32  # a token hash: must never appear in evidence
+LEASE_IDS = itertools.count(1)
+
+
+def lease(client: str, days_ago: float, access: str = "read") -> Lease:
+    at = NOW - timedelta(days=days_ago)
+    return Lease(
+        lease_id=f"cb-{next(LEASE_IDS):024x}",
+        kind="vend",
+        client=client,
+        space="ENG",
+        bucket="main",
+        prefix="ENG/",
+        access=access,
+        ttl_seconds=900,
+        issued_at=at,
+        expires_at=at + timedelta(seconds=900),
+        mode="normal",
+        access_key_id="ASIAEXAMPLE",
+    )
+
+
+async def add_bot(rig: Rig, *tokens: TokenRecord, client: Client = BOT) -> None:
+    await rig.principals.add_principal(
+        Principal(client=client, created_at=NOW - timedelta(days=200), created_by="admin")
+    )
+    rig.principals.token_rows.update({t.id: t for t in tokens})
+    # used today (read and write), so only the token decides
+    await rig.leases.add_leases([lease(client.id, 0.1, "write")])
+
+
+def token(days_old: float, n: int = 1, **changes: Any) -> TokenRecord:
+    record = TokenRecord(
+        id=f"tok_{n:016x}",
+        client_id="ci-bot",
+        sha256=SHA,
+        created_at=NOW - timedelta(days=days_old),
+    )
+    return replace(record, **changes)
+
+
+async def test_a_store_token_younger_than_the_maximum_passes_with_its_age(rig: Rig) -> None:
+    await add_bot(rig, token(89))
+    result = await rig.run()
+    assert result.passed, result.as_dict()
+    control = by_name(result, "token_age")
+    assert (
+        "ci-bot: token tok_0000000000000001 created 2026-09-02T12:30:00Z (89 d 0 h old), "
+        "expires never" in control.evidence
+    )
+
+
+async def test_a_store_token_older_than_the_maximum_fails_naming_client_token_and_age(
+    rig: Rig,
+) -> None:
+    await add_bot(rig, token(10, 1), token(120, 2))
+    result = await rig.run()
+    assert result.failed() == ["token_age"]
+    control = by_name(result, "token_age")
+    assert control.summary == "1 token(s) older than 90 days: ci-bot/tok_0000000000000002"
+    [old] = [e for e in control.evidence if "OLDER" in e]
+    assert old.startswith("ci-bot: token tok_0000000000000002 created ")
+    assert "(120 d 0 h old)" in old and old.endswith("OLDER THAN THE MAXIMUM OF 90 DAYS")
+    assert SHA not in str(result.as_dict()) and SHA[:8] not in str(result.as_dict())
+
+
+async def test_revoked_or_expired_old_tokens_and_revoked_principals_do_not_count(
+    rig: Rig,
+) -> None:
+    await add_bot(
+        rig,
+        token(200, 1, revoked_at=NOW - timedelta(days=1)),
+        token(200, 2, expires_at=NOW - timedelta(seconds=1)),
+        token(5, 3, expires_at=NOW + timedelta(days=30)),
+    )
+    gone = Client("gone-bot", frozenset({"ENG"}), Access.WRITE, 900)
+    await rig.principals.add_principal(Principal(client=gone, created_at=NOW))
+    rig.principals.token_rows["tok_00000000000000ff"] = token(300, 255, client_id="gone-bot")
+    await rig.principals.revoke_principal("gone-bot", NOW - timedelta(days=2))
+    result = await rig.run()
+    assert result.passed, result.as_dict()
+    evidence = by_name(result, "token_age").evidence
+    assert [e.split(" created")[0] for e in evidence if e.startswith("ci-bot")] == [
+        "ci-bot: token tok_0000000000000003"
+    ]
+    assert not [e for e in evidence if "gone-bot" in e]
+
+
+async def test_config_file_tokens_are_listed_as_not_checkable(rig: Rig) -> None:
+    result = await rig.run()
+    control = by_name(result, "token_age")
+    assert control.passed
+    assert control.evidence == [
+        "reader: not checkable: config-file token (no creation date)",
+        "writer: not checkable: config-file token (no creation date)",
+    ]
+    assert control.summary.endswith("2 config-file token(s) not checkable (no date)")
+
+
+async def test_require_dated_tokens_fails_config_file_tokens(rig: Rig) -> None:
+    rig.require_dated = True
+    result = await rig.run()
+    assert result.failed() == ["token_age"]
+    control = by_name(result, "token_age")
+    assert "reader, writer" in control.summary
+    assert "WRITER: NOT CHECKABLE: CONFIG-FILE TOKEN (NO CREATION DATE)" in control.evidence
+
+
+async def test_a_config_client_shadows_a_store_principal_of_the_same_id(rig: Rig) -> None:
+    """The config wins in the control plane (its store tokens are not accepted): the check
+    neither ages those tokens nor counts the principal twice."""
+    shadow = replace(BOT, id="writer")
+    await add_bot(rig, token(300, client_id="writer"), client=shadow)
+    result = await rig.run()
+    assert result.passed, result.as_dict()
+    assert not [e for e in by_name(result, "token_age").evidence if "tok_" in e]
+    assert len([e for e in by_name(result, "clients_used").evidence if "writer" in e]) == 1
+
+
+async def test_usage_from_the_lease_table_survives_a_rotated_audit_file(rig: Rig) -> None:
+    rig.trail.items = []  # the audit file was rotated away: only the lease table remembers
+    await rig.leases.add_leases(
+        [lease("writer", 29, "write"), lease("writer", 2), lease("reader", 20)]
+    )
+    result = await rig.run()
+    assert result.passed, result.as_dict()
+    assert (
+        "writer: last write grant " + (NOW - timedelta(days=29)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        in by_name(result, "write_used").evidence
+    )
+
+
+async def test_leases_older_than_the_window_fail_the_usage_controls(rig: Rig) -> None:
+    rig.trail.items = []
+    await rig.leases.add_leases(
+        [lease("writer", 31, "write"), lease("writer", 3), lease("reader", 45)]
+    )
+    result = await rig.run()
+    assert sorted(result.failed()) == ["clients_used", "write_used"]
+    assert by_name(result, "write_used").evidence[0].startswith("UNUSED: writer: last write")
+    assert by_name(result, "clients_used").evidence[0] == "UNUSED: reader: last grant None"
+
+
+async def test_a_store_principal_unused_or_never_writing_fails(rig: Rig) -> None:
+    await rig.principals.add_principal(Principal(client=BOT, created_at=NOW - timedelta(days=60)))
+    ops = Client("ops-admin", frozenset(), Access.READ, 900, frozenset({Role.ADMIN}))
+    await rig.principals.add_principal(Principal(client=ops, created_at=NOW))  # not a rule
+    result = await rig.run()
+    assert sorted(result.failed()) == ["clients_used", "write_used"]
+    assert by_name(result, "clients_used").evidence[0] == "UNUSED: ci-bot: last grant None"
+    assert by_name(result, "write_used").evidence[0] == "UNUSED: ci-bot: last write grant None"
+    assert not [e for e in by_name(result, "clients_used").evidence if "ops-admin" in e]
+
+    await rig.leases.add_leases([lease("ci-bot", 1, "read")])  # used, but never wrote
+    result = await rig.run()
+    assert result.failed() == ["write_used"]
+    assert by_name(result, "write_used").evidence[0] == "UNUSED: ci-bot: last write grant None"
+
+
+async def test_a_principal_store_that_does_not_answer_fails_the_controls_it_feeds(
+    rig: Rig,
+) -> None:
+    rig.principals.fail = True
+    result = await rig.run()
+    assert sorted(result.failed()) == ["clients_used", "token_age", "write_used"]
+    assert by_name(result, "token_age").evidence == ["state_store_error: memory store down"]
+
+
+async def test_latest_usage_keeps_the_later_time_of_each_source() -> None:
+    leases, trail = MemoryLeaseLog(), Trail([grant(60, access="read")])
+    await leases.add_leases(
+        [lease("writer", 3, "write"), lease("writer", 0.5), lease("writer", -1)]
+    )
+    since, until = NOW - timedelta(days=30), NOW
+    both = LatestUsage([LeaseUsage(leases), TrailUsage(trail)])
+    # the lease issued after `until` is not counted; the trail's read an hour ago is later
+    assert await both.last_use(since, until, ["writer", "reader"]) == {
+        "writer": (NOW - timedelta(minutes=60), NOW - timedelta(days=3))
+    }
+    assert await LeaseUsage(leases).last_use(NOW - timedelta(days=2), until, ["writer"]) == {
+        "writer": (NOW - timedelta(days=0.5), None)
+    }

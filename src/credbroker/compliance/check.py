@@ -9,8 +9,12 @@ evidence. The controls (README "Compliance check", docs/audit.md):
   rotation run did not fail (the rotation state store);
 - ttl_within_policy: every grant of the day had a TTL within its client's and the store's
   maximum (the audit trail);
-- write_used / clients_used: no client holds write it has not used, or any access it has not
-  used, within `unused_days` (the UsageSource port);
+- write_used / clients_used: no client (of the config file, or an active principal of the
+  state store) holds write it has not used, or any access it has not used, within
+  `unused_days` (the UsageSource port: the lease table and the audit trail, the later wins);
+- token_age: no usable token of a store principal is older than `token_max_age_days`; a
+  config-file client's token has no date: listed as not checkable (a failure only with
+  `require_dated_tokens`);
 - transport_secure: TLS with verification toward Vault and the object store, or accepted;
 - audit_chain: the chains of the last day verify;
 - break_glass: the day's break-glass grants are listed (information; passes).
@@ -26,12 +30,23 @@ from typing import Any
 
 from credbroker.compliance.model import ComplianceResult, Control
 from credbroker.compliance.trail import GRANTS, record_time, space_of
-from credbroker.domain import Access, Client, Role, SpaceTarget, TtlLimits, utc_text
+from credbroker.domain import (
+    Access,
+    Client,
+    Principal,
+    PrincipalSource,
+    Role,
+    SpaceTarget,
+    TokenRecord,
+    TtlLimits,
+    utc_text,
+)
 from credbroker.errors import CredbrokerError
 from credbroker.ports import (
     AuditSink,
     AuditTrail,
     BucketExposure,
+    PrincipalStore,
     StateStore,
     UsageSource,
     WriteProbe,
@@ -67,6 +82,9 @@ class ComplianceCheck:
         trail: AuditTrail,
         usage: UsageSource,
         unused_days: int,
+        principals: PrincipalStore | None = None,
+        token_max_age_days: int = 90,
+        require_dated_tokens: bool = False,
         insecure_transport: Sequence[str],
         accepted_insecure: Sequence[str],
         audit: AuditSink | None,
@@ -84,6 +102,9 @@ class ComplianceCheck:
         self._trail = trail
         self._usage = usage
         self._unused = timedelta(days=unused_days)
+        self._principals = principals
+        self._token_max_age = timedelta(days=token_max_age_days)
+        self._require_dated = require_dated_tokens
         self._insecure = insecure_transport
         self._accepted = accepted_insecure
         self._audit = audit
@@ -99,6 +120,7 @@ class ComplianceCheck:
             await self._guard("keys_fresh", self._keys),
             self._ttls(day),
             *await self._usage_controls(started),
+            await self._guard("token_age", lambda: self._token_age(started)),
             self._transport(),
             await self._guard("audit_chain", lambda: self._chain(since)),
         ]
@@ -236,9 +258,67 @@ class ComplianceCheck:
             "ttl_within_policy", True, f"{len(grants)} grant(s) in the last day, all within"
         )
 
+    async def _store_principals(self) -> list[Principal]:
+        """The state store's active principals that the config file does not define (a config
+        client wins over a store principal of the same id, as in control.py)."""
+        if self._principals is None:
+            return []
+        configured = {c.id for c in self._clients}
+        return [
+            p
+            for p in await self._principals.principals()
+            if p.active and p.source is PrincipalSource.STORE and p.id not in configured
+        ]
+
+    async def _tokens_of(self, client_id: str) -> list[TokenRecord]:
+        return [] if self._principals is None else await self._principals.tokens(client_id)
+
+    async def _token_age(self, now: datetime) -> Control:
+        limit = self._token_max_age
+        evidence: list[str] = []
+        failing: list[str] = []
+        undated: list[str] = []
+        for client in sorted(self._clients, key=lambda c: c.id):
+            undated.append(client.id)
+            line = f"{client.id}: not checkable: config-file token (no creation date)"
+            evidence.append(line.upper() if self._require_dated else line)
+        if self._require_dated:
+            failing += undated
+        for principal in await self._store_principals():
+            for token in await self._tokens_of(principal.id):
+                if not token.usable(now):
+                    continue
+                age = now - token.created_at
+                line = (
+                    f"{principal.id}: token {token.id} created {utc_text(token.created_at)} "
+                    f"({age.days} d {age.seconds // 3600} h old), expires "
+                    f"{utc_text(token.expires_at) or 'never'}"
+                )
+                if age > limit:
+                    failing.append(f"{principal.id}/{token.id}")
+                    line += f": OLDER THAN THE MAXIMUM OF {limit.days} DAYS"
+                evidence.append(line)
+        days = limit.days
+        if failing:
+            return Control(
+                "token_age",
+                False,
+                f"{len(failing)} token(s) older than {days} days or undated: {', '.join(failing)}"
+                if self._require_dated
+                else f"{len(failing)} token(s) older than {days} days: {', '.join(failing)}",
+                evidence,
+            )
+        summary = f"every dated usable token is younger than {days} days"
+        if undated:
+            summary += f"; {len(undated)} config-file token(s) not checkable (no date)"
+        return Control("token_age", True, summary, evidence)
+
     async def _usage_controls(self, now: datetime) -> list[Control]:
         try:
-            used = await self._usage.last_use(now - self._unused, now)
+            store_clients = [p.client for p in await self._store_principals()]
+            clients = [*self._clients, *store_clients]
+            rules = [c for c in clients if Role.RULE in c.roles]
+            used = await self._usage.last_use(now - self._unused, now, [c.id for c in rules])
         except CredbrokerError as exc:
             failed = [f"{exc.code}: {exc.message}"]
             return [
@@ -246,7 +326,6 @@ class ComplianceCheck:
                 Control("clients_used", False, "could not be checked", failed),
             ]
         days = self._unused.days
-        rules = [c for c in self._clients if Role.RULE in c.roles]
         idle: list[str] = []
         idle_write: list[str] = []
         seen: list[str] = []

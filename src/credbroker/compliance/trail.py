@@ -3,7 +3,7 @@ access. Pure functions over records; the records come through the AuditTrail por
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,13 +59,15 @@ def last_use(
 
 
 class TrailUsage:
-    """UsageSource from the audit trail: grants are `vend` and `presign` records. A lease
-    table (when there is one) implements the same port."""
+    """UsageSource from the audit trail: grants are `vend` and `presign` records. The lease
+    table implements the same port (compliance/usage.py)."""
 
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = trail
 
     async def last_use(
-        self, since: datetime, until: datetime
+        self, since: datetime, until: datetime, clients: Collection[str]
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
-        return last_use(await self._trail.records(since, until))
+        wanted = set(clients)
+        found = last_use(await self._trail.records(since, until))
+        return {client: uses for client, uses in found.items() if client in wanted}

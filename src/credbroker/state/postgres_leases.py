@@ -48,6 +48,7 @@ def _where(wanted: LeaseFilter) -> tuple[str, list[Any]]:
         ("client", wanted.client),
         ("space", wanted.space),
         ("lease_id", wanted.lease_id),
+        ("access", wanted.access),
     ):
         if value is not None:
             args.append(value)
