@@ -13,15 +13,17 @@ fi
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Ceph RGW (the real S3/STS server of the tests), Chromium (renders the compliance report in a
-# test) and Prometheus (its promtool tests the shipped alert rules).
+# test), Prometheus (its promtool tests the shipped alert rules), and jq, strace and curl (the
+# runbooks' tested blocks; the container-layout test watches file writes with strace).
 if ! $venv_only && { ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null \
-  || ! command -v chromium >/dev/null || ! command -v promtool >/dev/null; }; then
+  || ! command -v chromium >/dev/null || ! command -v promtool >/dev/null \
+  || ! command -v jq >/dev/null || ! command -v strace >/dev/null || ! command -v curl >/dev/null; }; then
   echo "bootstrap: installing Ceph RGW, Chromium and Prometheus from Debian's packages" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     ceph-mon ceph-osd radosgw ceph-common >/dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium prometheus >/dev/null
+    chromium prometheus jq strace curl >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

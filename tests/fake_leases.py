@@ -85,6 +85,7 @@ class FakeEnforcer:
     applied: list[Denials] = field(default_factory=list)
     max_names: int = 1000
     fail: Exception | None = None
+    issue_time_gap: str | None = None  # set: plays a store that cannot refuse by issue time
 
     def check(self, denials: Denials) -> None:
         if len(denials.session_names) > self.max_names:

@@ -694,17 +694,24 @@ class LeasesConfig(_Model):
     keep_seconds: float = Field(default=7 * 86_400.0, ge=0)
     # How revocation reaches keys already out. rgw-role-policy: a Deny in the vend role's
     # permission policy (Ceph RGW). none: recorded and audited, the keys live to their expiry.
-    enforcer: Literal["none", "rgw-role-policy"] = "none"
+    # minio-sts-revoke: each AssumeRole carries TokenRevokeType = lease id, and a revocation
+    # deletes those keys with MinIO's admin call revoke-tokens (docs/revocation.md).
+    enforcer: Literal["none", "rgw-role-policy", "minio-sts-revoke"] = "none"
     # rgw-role-policy: secret-store path of an admin key with caps roles=* (IAM PutRolePolicy).
+    # minio-sts-revoke: of a MinIO key allowed admin:RemoveServiceAccount.
     admin_credentials_path: Annotated[str, StringConstraints(min_length=1)] | None = None
+    # minio-sts-revoke: MinIO users whose keys sign AssumeRole, besides those the broker finds
+    # itself (the users of object_store.credentials_path and fallback.credentials_path as
+    # they are now, and every minio-users pair in rotation.credentials).
+    parent_users: list[_UserName] = Field(default_factory=list, max_length=16)
     # The vend role's name (default: the last part of object_store.role_arn).
     role_name: _UserName | None = None
     policy_name: _UserName = "credbroker-revocations"
 
     @model_validator(mode="after")
     def _enforcer_needs_admin(self) -> Self:
-        if self.enforcer == "rgw-role-policy" and self.admin_credentials_path is None:
-            raise ValueError("leases.enforcer rgw-role-policy needs admin_credentials_path")
+        if self.enforcer != "none" and self.admin_credentials_path is None:
+            raise ValueError(f"leases.enforcer {self.enforcer} needs admin_credentials_path")
         return self
 
 

@@ -316,6 +316,9 @@ class Revoker:
                 f"recorded, but the object store did not take the denial ({exc.message}); "
                 "the pruning job applies it again at its next run",
             )
+        gap = self._enforcer.issue_time_gap
+        if issued_before is not None and enforcement.enforced and gap is not None:
+            enforcement = Enforcement(False, f"{enforcement.detail}; {gap}")
         revocation = Revocation(
             revocation_id=revocation_id,
             selector=selector,
@@ -402,6 +405,7 @@ class Unenforced:
     expires (or none configured): revocations are recorded and audited, and say so."""
 
     kind = "none"
+    issue_time_gap: str | None = None
 
     def __init__(self, reason: str) -> None:
         self._reason = reason

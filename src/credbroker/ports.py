@@ -388,6 +388,10 @@ class RevocationEnforcer(Protocol):
     """Makes the object store refuse keys already handed out, where it can."""
 
     kind: str
+    # None if the store refuses every key issued before a time (Denials.issued_before); else
+    # why it cannot (it reaches only the leases the broker knows): such a revocation then
+    # answers objectStoreEnforced false with this reason.
+    issue_time_gap: str | None
 
     def check(self, denials: Denials) -> None:
         """Raise RevocationTooLarge if the object store could not hold these denials."""

@@ -49,6 +49,7 @@ from credbroker.domain import (
     Access,
     AccessKey,
     BreakerState,
+    Flavor,
     Principal,
     PrincipalSource,
     Scope,
@@ -58,6 +59,7 @@ from credbroker.errors import (
     ConfigError,
     CredbrokerError,
     RotationBusy,
+    SecretNotFound,
     SecretStoreCircuitOpen,
     SecretStoreError,
 )
@@ -252,6 +254,7 @@ def build_issuer(settings: Settings) -> Issuer:
         role_arn=config.role_arn,
         tls=object_store_tls(settings),
         timeout_seconds=config.timeout_seconds,
+        tag_revoke_type=config.flavor is Flavor.MINIO,
     )
 
 
@@ -470,16 +473,30 @@ def build_revocation_enforcer(settings: Settings, store: SecretStore) -> Revocat
             )
         else:
             reason = (
-                "not enforced by the object store: MinIO offers no way to end one STS key "
-                "before it expires through this broker; the keys work until they expire"
+                "not enforced by the object store: leases.enforcer is none (MinIO can delete "
+                "revoked leases' keys with enforcer minio-sts-revoke); the keys work until "
+                "they expire"
             )
         return Unenforced(reason)
-    from credbroker.objectstore.rgw_revocation import RgwRolePolicyEnforcer
-
     path = config.admin_credentials_path
 
     async def admin_credentials() -> AccessKey:
         return AccessKey.from_secret(await store.read(path))
+
+    if config.enforcer == "minio-sts-revoke":
+        if object_store.flavor is not Flavor.MINIO:
+            raise ConfigError("leases.enforcer minio-sts-revoke needs object_store.flavor minio")
+        from credbroker.objectstore.minio_revocation import MinioTokenRevoker
+
+        return MinioTokenRevoker(
+            endpoint=object_store.endpoint,
+            parent_users=minio_parent_users(settings, store),
+            admin_credentials=admin_credentials,
+            region=object_store.region,
+            tls=object_store_tls(settings),
+            timeout_seconds=object_store.timeout_seconds,
+        )
+    from credbroker.objectstore.rgw_revocation import RgwRolePolicyEnforcer
 
     role_name = config.role_name or (object_store.role_arn or "").rsplit("/", 1)[-1]
     return RgwRolePolicyEnforcer(
@@ -491,6 +508,32 @@ def build_revocation_enforcer(settings: Settings, store: SecretStore) -> Revocat
         tls=object_store_tls(settings),
         timeout_seconds=object_store.timeout_seconds,
     )
+
+
+def minio_parent_users(
+    settings: Settings, store: SecretStore
+) -> Callable[[], Awaitable[list[str]]]:
+    """The MinIO users whose keys sign AssumeRole (a built-in user's name is its access key
+    id): leases.parent_users, every minio-users pair, and the users of the service key and the
+    fallback's key as the secret store holds them at the call (a rotation moves them)."""
+    fixed = set(settings.leases.parent_users)
+    for managed in settings.rotation.credentials:
+        if managed.driver.kind == "minio-users":
+            fixed.update(managed.driver.users or [])
+    paths = [settings.object_store.credentials_path]
+    if settings.fallback is not None:
+        paths.append(settings.fallback.credentials_path)
+
+    async def users() -> list[str]:
+        found = set(fixed)
+        for path in paths:
+            try:
+                found.add(AccessKey.from_secret(await store.read(path)).access_key_id)
+            except SecretNotFound:
+                continue
+        return sorted(found)
+
+    return users
 
 
 def build_revoker(

@@ -16,6 +16,8 @@ minioadmin.py / crypto.py (what MinioAdmin actually sends). Implemented:
     GET    /minio/admin/v3/list-users                     {user: UserInfo}, encrypted
     PUT    /minio/admin/v3/set-user-status?accessKey=U&status=enabled|disabled
     POST   /minio/admin/v3/idp/builtin/policy/attach      {"policies","user"}, encrypted both ways
+    POST   /minio/admin/v3/revoke-tokens/{builtin|ldap}?user=U&tokenRevokeType=T|fullRevoke=true
+                                                           204 (RELEASE.2025-04-03 and later)
     POST   /  Action=AssumeRole                            STS (SigV4 service "sts"), AWS XML
     GET    /                                               ListBuckets
     GET    /B?list-type=2   /B   /B?uploads                ListObjectsV2, ListObjects (v1),
@@ -56,6 +58,16 @@ user's keys it needs admin rights (here: the root user or a user in `admins`). A
 user is "not found" on delete (404 XMinioInvalidIAMCredentials, as MinIO answers to mitigate
 brute force). Attaching a policy that was never defined is 404 XMinioAdminNoSuchPolicy
 (iam-store.go PolicyDBUpdate: errNoSuchPolicy).
+
+Token revocation (cmd/sts-handlers.go: AssumeRole keeps the form field TokenRevokeType in the
+key's claims; cmd/admin-handlers-users.go RevokeTokens, cmd/iam-store.go RevokeTokens,
+cmd/user-provider-utils.go getUserWithProvider): `user` with neither `tokenRevokeType` nor
+`fullRevoke=true`, or both, is 400 InvalidRequest; another user's tokens need
+admin:RemoveServiceAccount (here: an admin), else 403 AccessDenied; provider `ldap` without LDAP,
+or any other, is 403 XMinioIAMActionNotAllowed; without `user` the requester's own tokens are
+revoked (an STS requester without a type: its own type; none: 400 InvalidArgument). The keys of
+that parent with that claim (all of them for fullRevoke) are deleted: the next request with one
+is 403 InvalidAccessKeyId, as for any unknown key. The user is not checked to exist (204).
 """
 
 from __future__ import annotations
@@ -266,6 +278,7 @@ class _Key:
     session_token: str | None = None  # STS keys only
     expires: datetime | None = None  # STS keys only
     session_policy: ParsedPolicy | None = None  # STS keys only
+    revoke_type: str = ""  # STS keys only: the claim tokenRevokeType ("": none)
     policies: list[str] = field(default_factory=list)  # built-in users only
     name: str = ""
     description: str = ""
@@ -408,6 +421,10 @@ class MinioAdminDouble(LoopbackServer):
     def sts_expiration(self, access_key: str) -> datetime | None:
         return self._keys[access_key].expires
 
+    def revoke_type_of(self, access_key: str) -> str:
+        """The STS key's tokenRevokeType claim ("": none was sent)."""
+        return self._keys[access_key].revoke_type
+
     def session_policy_of(self, access_key: str) -> ParsedPolicy | None:
         return self._keys[access_key].session_policy
 
@@ -445,6 +462,12 @@ class MinioAdminDouble(LoopbackServer):
                 ("PUT", "set-user-status"): self._set_user_status,
                 ("POST", "idp/builtin/policy/attach"): self._attach_policy,
             }.get((request.method, command))
+            if (
+                handler is None
+                and request.method == "POST"
+                and command.startswith("revoke-tokens/")
+            ):
+                handler = self._revoke_tokens  # {userProvider} is any path segment
             if handler is None:
                 raise _Denied(400, "XMinioAdminInvalidArgument", "not implemented by the double")
             return await handler(request, requester, body)
@@ -532,6 +555,46 @@ class MinioAdminDouble(LoopbackServer):
         key.policies.extend(added)
         answer = {"policiesAttached": added, "updatedAt": self.now().isoformat()}
         return await _encrypted(answer, self._keys[requester].secret, fips=self.fips)
+
+    async def _revoke_tokens(
+        self, request: web.Request, requester: str, body: bytes
+    ) -> web.Response:
+        """cmd/admin-handlers-users.go RevokeTokens, then IAMStoreSys.RevokeTokens."""
+        provider = request.path[len(_ADMIN_PREFIX + "revoke-tokens/") :]
+        query = request.rel_url.query
+        user = query.get("user", "")
+        token_type = query.get("tokenRevokeType", "")
+        full = query.get("fullRevoke", "") == "true"
+        self_revoke = user == ""
+        if not self_revoke and provider != "builtin":
+            # getUserWithProvider: ldap needs LDAP configured (the double has none); any other
+            # provider is not allowed either.
+            raise _Denied(403, "XMinioIAMActionNotAllowed", "Specified IAM action is not allowed")
+        if (user and not token_type and not full) or (token_type and full):
+            raise _Denied(400, "InvalidRequest", "Invalid Request")
+        key = self._keys[requester]
+        parent = key.parent or requester
+        if not self._is_admin(self._user_of(requester)) or self_revoke:
+            if not self_revoke and user != parent:
+                raise _Denied(403, "AccessDenied", "Access Denied.")
+            user = parent
+        if self_revoke and not token_type and not full:
+            token_type = key.revoke_type if key.session_token is not None else ""
+            if not token_type:
+                raise _Denied(
+                    400,
+                    "InvalidArgument",
+                    "No token revoke type specified and one could not be inferred from the request",
+                )
+        for access_key in [
+            k
+            for k, v in self._keys.items()
+            if v.session_token is not None
+            and v.parent == user
+            and (not token_type or v.revoke_type == token_type)
+        ]:
+            del self._keys[access_key]
+        return web.Response(status=204)
 
     async def _decrypted(self, body: bytes, requester: str) -> dict[str, Any]:
         try:
@@ -684,6 +747,7 @@ class MinioAdminDouble(LoopbackServer):
             session_token=token,
             expires=expires,
             session_policy=session_policy,
+            revoke_type=form.get("TokenRevokeType", ""),
         )
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'

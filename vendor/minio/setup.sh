@@ -21,6 +21,8 @@
 #      admin_credentials_path); never one of the pair
 #   7. optionally (BREAKGLASS_HOURS=N): a read-only, expiring access key of credbroker-ro for
 #      emergency direct reads (runbooks/04-break-glass.md)
+#   8. policy+user credbroker-revoker <- revocation of vended keys (leases.enforcer
+#      minio-sts-revoke, its admin_credentials_path): admin:RemoveServiceAccount only
 #
 # Why the broker holds a USER's keys and not an access key (`mc admin accesskey create`):
 # MinIO refuses AssumeRole signed by an access key (service account) or by STS credentials:
@@ -39,9 +41,11 @@ BUCKETS=${BUCKETS:?set BUCKETS to the space-separated bucket names used in the c
 PAIR_USERS=${PAIR_USERS:-credbroker-a credbroker-b}
 READONLY_USER=${READONLY_USER:-credbroker-ro}
 ROTATOR_USER=${ROTATOR_USER:-credbroker-rotator}
+REVOKER_USER=${REVOKER_USER:-credbroker-revoker}
 PARENT_POLICY=${PARENT_POLICY:-credbroker-parent}
 READONLY_POLICY=${READONLY_POLICY:-credbroker-readonly}
 ROTATOR_POLICY=${ROTATOR_POLICY:-credbroker-rotator}
+REVOKER_POLICY=${REVOKER_POLICY:-credbroker-revoker}
 OUT_DIR=${OUT_DIR:-./credbroker-minio-keys}
 BREAKGLASS_HOURS=${BREAKGLASS_HOURS:-}
 
@@ -51,8 +55,8 @@ if [ "${#pair[@]}" -ne 2 ] || [ "${pair[0]}" = "${pair[1]}" ]; then
   exit 1
 fi
 for u in "${pair[@]}"; do
-  if [ "$u" = "$ROTATOR_USER" ] || [ "$u" = "$READONLY_USER" ]; then
-    echo "$u cannot be both a pair member and $ROTATOR_USER/$READONLY_USER" >&2
+  if [ "$u" = "$ROTATOR_USER" ] || [ "$u" = "$READONLY_USER" ] || [ "$u" = "$REVOKER_USER" ]; then
+    echo "$u cannot be both a pair member and $ROTATOR_USER/$READONLY_USER/$REVOKER_USER" >&2
     exit 1
   fi
 done
@@ -108,10 +112,19 @@ cat >"$work/rotator.json" <<'JSON'
 {"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["admin:CreateUser","admin:ListUsers","admin:GetUser","admin:UpdatePolicyAssociation"]}]}
 JSON
 
+# MinioTokenRevoker's one call (src/credbroker/objectstore/minio_revocation.py): POST
+# revoke-tokens/builtin?user=U&tokenRevokeType=LEASE (cmd/admin-handlers-users.go RevokeTokens
+# checks admin:RemoveServiceAccount for another user's tokens; MinIO RELEASE.2025-04-03 or later).
+# The same action lets this identity delete any user's access keys: keep its keys like an admin's.
+cat >"$work/revoker.json" <<'JSON'
+{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["admin:RemoveServiceAccount"]}]}
+JSON
+
 # `mc admin policy create` overwrites a policy of the same name, so re-running updates it.
 mc admin policy create "$ALIAS" "$PARENT_POLICY" "$work/parent.json"
 mc admin policy create "$ALIAS" "$READONLY_POLICY" "$work/readonly.json"
 mc admin policy create "$ALIAS" "$ROTATOR_POLICY" "$work/rotator.json"
+mc admin policy create "$ALIAS" "$REVOKER_POLICY" "$work/revoker.json"
 
 create_user() { # create_user USER POLICY KEEP: new secret; KEEP=yes stores it in OUT_DIR/USER.json
   local user=$1 policy=$2 keep=$3 secret
@@ -135,6 +148,7 @@ create_user "${pair[0]}" "$PARENT_POLICY" yes
 create_user "${pair[1]}" "$PARENT_POLICY" no
 create_user "$READONLY_USER" "$READONLY_POLICY" yes
 create_user "$ROTATOR_USER" "$ROTATOR_POLICY" yes
+create_user "$REVOKER_USER" "$REVOKER_POLICY" yes
 
 if [ -n "$BREAKGLASS_HOURS" ]; then
   # An expiring access key of the read-only user, for emergency direct reads by a human.
@@ -151,5 +165,6 @@ echo "Next: seed the keys into the secret store (vendor/vault/README.md), e.g."
 echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/service < $OUT_DIR/${pair[0]}.json"
 echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/read-only < $OUT_DIR/$READONLY_USER.json"
 echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/minio-rotator < $OUT_DIR/$ROTATOR_USER.json"
-echo "(the last path is the rotation driver's admin_credentials_path), then:"
+echo "  credbroker secrets put --config CONF --cas 0 credbroker/object-store/minio-revoker < $OUT_DIR/$REVOKER_USER.json"
+echo "(minio-rotator: the rotation driver's admin_credentials_path; minio-revoker: leases.admin_credentials_path), then:"
 echo "  rm -rf $OUT_DIR"

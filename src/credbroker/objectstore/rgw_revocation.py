@@ -81,6 +81,7 @@ def deny_document(denials: Denials) -> str | None:
 
 class RgwRolePolicyEnforcer:
     kind = "rgw-role-policy"
+    issue_time_gap: str | None = None  # aws:TokenIssueTime: every key issued before T, known or not
 
     def __init__(
         self,

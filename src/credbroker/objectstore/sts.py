@@ -45,11 +45,15 @@ class StsIssuer:
         tls: TlsPolicy = VERIFIED,
         timeout_seconds: float = 5.0,
         max_connections: int = 64,
+        tag_revoke_type: bool = False,
     ) -> None:
+        """`tag_revoke_type` (MinIO only): send the session name as `TokenRevokeType` too, so
+        MinIO's admin API can delete that one key (objectstore/minio_revocation.py)."""
         self.endpoint = endpoint.rstrip("/")
         self.public_endpoint = (public_endpoint or endpoint).rstrip("/")
         self.region = region
         self._role_arn = role_arn
+        self._tag_revoke_type = tag_revoke_type
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._ssl = tls.for_aiohttp()
         self._max_connections = max_connections
@@ -83,6 +87,10 @@ class StsIssuer:
         role = role_arn or self._role_arn
         if role:
             params["RoleArn"] = role
+        if self._tag_revoke_type:
+            # MinIO keeps it in the key's claims (cmd/sts-handlers.go, tokenRevokeType); its
+            # revoke-tokens admin call deletes the parent user's keys carrying it.
+            params["TokenRevokeType"] = session_name
         # %20, never '+': RGW 16 mis-parses '+' inside a session policy.
         body = urlencode(params, quote_via=quote).encode()
         headers = self._signer.headers(parent, body)
