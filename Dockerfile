@@ -44,10 +44,12 @@ USER 10001:10001
 
 EXPOSE 8080
 
-# /healthz: the process is up (it does not call Vault or the object store; /readyz does, and
-# belongs in the orchestrator's readiness probe, not here). slim has no curl: use Python.
+# Liveness: `credbroker health` asks /healthz at the configured port, over HTTPS when the
+# config serves TLS (with required client certificates: the TLS handshake). It does not call
+# Vault or the object store; /readyz does (`credbroker health --ready`), and belongs in the
+# orchestrator's readiness probe, not here.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
+  CMD ["credbroker", "health", "--config", "/etc/credbroker/credbroker.yaml"]
 
 ENTRYPOINT ["credbroker"]
 CMD ["serve", "--config", "/etc/credbroker/credbroker.yaml"]

@@ -17,6 +17,7 @@ from typing import Any
 from credbroker import (
     cli_audit,
     cli_breakglass,
+    cli_health,
     cli_leases,
     cli_owner_rotated,
     cli_principals,
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_leases.register(sub, config_arg)
     cli_audit.register(sub, config_arg)
     cli_breakglass.register(sub, config_arg)
+    cli_health.register(sub, config_arg)
     return parser
 
 
