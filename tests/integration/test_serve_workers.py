@@ -3,6 +3,7 @@ metrics added up across them, a crashed worker replaced, SIGTERM stops all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -121,11 +122,17 @@ def workers(rgw: RgwServer, buckets: tuple[str, str], tmp_path: Path) -> Iterato
         yield Workers(proc, port, token, tmp_path)
     finally:
         log.close()
+        children = _children(proc.pid)  # before the supervisor goes: they would be reparented
         if proc.poll() is None:
-            proc.kill()
-            for child in _children(proc.pid):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-            proc.wait()
 
 
 def _requests_ok(port: int) -> float:
@@ -169,3 +176,24 @@ def test_a_crashed_worker_is_replaced_and_sigterm_stops_all(workers: Workers) ->
     assert workers.proc.wait(timeout=60) == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_workers_go_when_the_supervisor_is_killed(workers: Workers) -> None:
+    """SIGKILL leaves the supervisor no chance to stop them: the kernel tells each worker
+    (PR_SET_PDEATHSIG), so none keeps serving the port alone."""
+    pids = workers.wait_workers(2)
+    workers.proc.kill()
+    workers.proc.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if _alive(pid)]
+        time.sleep(0.1)
+    assert _get(f"http://127.0.0.1:{workers.port}/healthz")[0] == 0  # nothing listens
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

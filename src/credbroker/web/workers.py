@@ -16,6 +16,8 @@ on (each worker handles it as a single `serve` does).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -38,6 +40,7 @@ WORKER_ENV = "CREDBROKER_WORKER"  # "index/count" in each worker's environment
 _MAX_RESTARTS = 5
 _RESTART_WINDOW = 60.0
 _STOP_GRACE = 30.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def worker_slot() -> tuple[int, int] | None:
@@ -75,7 +78,12 @@ class Supervisor:
             WORKER_ENV: f"{index}/{self._count}",
             METRICS_DIR_ENV: self._metrics_dir,
         }
-        self._procs[index] = subprocess.Popen(self._argv, env=env)  # noqa: S603 - our own CLI
+        self._procs[index] = subprocess.Popen(  # noqa: S603 - our own CLI
+            self._argv,
+            env=env,
+            # The supervisor has no threads, so a pre-exec hook is safe here.
+            preexec_fn=_die_with_supervisor,
+        )
         log.info("worker %d started (pid %d)", index, self._procs[index].pid)
 
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -141,6 +149,13 @@ class Supervisor:
                 log.error("worker %d did not stop within %.0f s: killed", index, _STOP_GRACE)
                 proc.kill()
                 proc.wait()
+
+
+def _die_with_supervisor() -> None:  # pragma: no cover - runs in the child before exec
+    """A worker gets SIGTERM when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG): no orphan keeps serving the port, or the metrics directory, alone."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def worker_command(config: str, host: str, port: int, workers: int) -> list[str]:
