@@ -574,32 +574,10 @@ async def standalone_leases(settings: Settings) -> AsyncIterator[LeaseTools]:
         yield LeaseTools(state, build_revoker(settings, state, enforcer, audit))
 
 
-async def _open_state_store(settings: Settings) -> SqliteStateStore | PostgresStateStore:
-    """The configured state store: rotation records, and the embedded store's watermark."""
-    config = settings.state
-    if isinstance(config, PostgresStateConfig):
-        from credbroker.state.postgres import PostgresStateStore
-
-        return await PostgresStateStore.open(
-            config.dsn.resolve(),
-            schema=config.schema_name,
-            timeout_seconds=config.timeout_seconds,
-        )
-    from credbroker.state.sqlite import SqliteStateStore
-
-    return await SqliteStateStore.open(config.path)
-
-
-# --- the live control plane (principals, tokens, freezes) ---------------------------------------
-
-
-async def build_principal_store(settings: Settings) -> PrincipalStore:
-    """The state store's principals, token hashes and freezes: built by `serve` whether or not
-    rotation is configured, and by the `clients`, `tokens` and `freeze` commands."""
-    return await _open_control_store(settings)
-
-
-async def _open_control_store(settings: Settings) -> SqliteControlStore | PostgresControlStore:
+async def _open_state_store(settings: Settings) -> SqliteControlStore | PostgresControlStore:
+    """The configured state store, every table of it: rotation records and locks, the embedded
+    store's watermark, leases, break-glass requests, principals and freezes (the control store
+    is the state store with the control plane's tables)."""
     config = settings.state
     if isinstance(config, PostgresStateConfig):
         from credbroker.state.control_postgres import PostgresControlStore
@@ -612,6 +590,15 @@ async def _open_control_store(settings: Settings) -> SqliteControlStore | Postgr
     from credbroker.state.control_sqlite import SqliteControlStore
 
     return await SqliteControlStore.open(config.path)
+
+
+# --- the live control plane (principals, tokens, freezes) ---------------------------------------
+
+
+async def build_principal_store(settings: Settings) -> PrincipalStore:
+    """The state store's principals, token hashes and freezes: built by `serve` whether or not
+    rotation is configured, and by the `clients`, `tokens` and `freeze` commands."""
+    return await _open_state_store(settings)
 
 
 def config_seeds(settings: Settings) -> list[Seed]:
@@ -893,7 +880,7 @@ async def compliance_check(
         stack.push_async_callback(issuer.close)
         audit = build_audit(settings, metrics=metrics, store=store)
         stack.push_async_callback(audit.close)
-        state = await _open_control_store(settings)
+        state = await _open_state_store(settings)
         stack.push_async_callback(state.close)
         yield _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
 
@@ -912,7 +899,7 @@ def build_daily_compliance(
     """The daily run inside `serve` (one per day across replicas: the state store's lock)."""
 
     async def run() -> ComplianceResult:
-        state = await _open_control_store(settings)
+        state = await _open_state_store(settings)
         try:
             check = _compliance(settings, store=store, issuer=issuer, audit=audit, state=state)
             result = await check.run()
