@@ -39,13 +39,15 @@ import ipaddress
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.doubles.loopback import LoopbackServer
 
 SERVICE = "AIMWebService"
 
@@ -177,8 +179,9 @@ class Request:
     status: int = 0
 
 
-class CcpDouble:
+class CcpDouble(LoopbackServer):
     def __init__(self, pki: Pki) -> None:
+        super().__init__()
         self.pki = pki
         self._server_cert = pki.issue("ccp-double-server", server=True)
         self.accounts: list[Account] = []
@@ -189,33 +192,14 @@ class CcpDouble:
         self._failures: list[tuple[int, str]] = []
         self._failing: tuple[int, str] | None = None
         self._vault_down = False
-        self._port = 0
-        self._runner: web.AppRunner | None = None
 
-    # --- lifecycle (the same as tests/doubles/loopback.py, over TLS) ---------------------------
+    # --- lifecycle: tests/doubles/loopback.py, over TLS ---------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
+    def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.pki.ca_file))
         context.load_cert_chain(str(self._server_cert.cert_file), str(self._server_cert.key_file))
         context.verify_mode = ssl.CERT_OPTIONAL  # asked for; the AppID decides if it must be
-        await web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=context).start()
-        self._port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return context
 
     @property
     def url(self) -> str:
